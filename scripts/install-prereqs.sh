@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian 12 machine (idempotent).
+# Called by `cargo xtask ci`; safe to run by hand. Needs root for apt (CI runs as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(protobuf-compiler containerd runc busybox-static apparmor seccomp iproute2)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-prereqs: missing apt packages (${missing[*]}) and not root; install them first" >&2
+    exit 1
+  fi
+  echo "install-prereqs: apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# kubernetes-validate (schema checks of rendered pods) in a project-local virtualenv.
+KV_VERSION=1.37.0
+if ! .venv-kv/bin/kubernetes-validate --version 2>/dev/null | grep -q "$KV_VERSION"; then
+  echo "install-prereqs: kubernetes-validate $KV_VERSION into .venv-kv"
+  python3 -m venv .venv-kv
+  .venv-kv/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION"
+fi
+echo "install-prereqs: ok"

@@ -1,0 +1,1 @@
+//! Hermetic cross-crate tests: one binary, one module per concern.
