@@ -1,2 +1,28 @@
-//! The `runner` binary.
-fn main() {}
+//! `runner`: a GitLab-Runner-compatible CI runner with a security-first Kubernetes executor.
+//!
+//! Exit codes: 0 success; 1 the command ran and found a problem (config errors, an invalid token,
+//! a failed job); 2 the command could not run (unreadable file, bad arguments).
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line program prints its results"
+)]
+
+mod cli;
+mod cmd;
+mod config_file;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cmd::dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! One module per subcommand, each exposing `run(args) -> anyhow::Result<ExitCode>`.
+
+mod check_config;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the chosen subcommand.
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig(args) => check_config::run(&args),
+    }
+}

@@ -1,0 +1,803 @@
+//! Phase 2: semantic rules. Each rule is documented as an error or a warning; where gitlab-runner
+//! silently drops a value (an invalid seccomp type, a `Localhost` profile without a path), the rule
+//! still reports it, with its location.
+
+use std::time::Duration;
+
+use crate::{
+    diagnostics::{Diagnostic, KeyPath, Severity, line_column},
+    document::Document,
+    load::suggest,
+    model::{
+        Capabilities, Config, ContainerSecurityContext, DnsPolicy, KubernetesConfig, LogFormat,
+        PodSecurityContext, ProcMount, PullPolicy, RunnerConfig, SeLinuxOptions, SecurityProfile,
+        SharedSecurity,
+    },
+    quantity,
+    raw::{
+        RawConfig, RawContainerSecurityContext, RawKubernetes, RawPodSecurityContext, RawProfile,
+        RawRunner,
+    },
+};
+
+/// Collects diagnostics with their locations.
+struct Sink<'a, 'i> {
+    document: &'a Document<'i>,
+    text: &'a str,
+    out: &'a mut Vec<Diagnostic>,
+}
+
+impl Sink<'_, '_> {
+    fn push(&mut self, severity: Severity, path: &KeyPath, prefer_key: bool, message: String) {
+        let span = self.document.span(path, prefer_key);
+        self.out.push(Diagnostic { severity, message, key_path: path.clone(), span });
+    }
+    /// A warning pointing at the value of `path`.
+    fn warn(&mut self, path: &KeyPath, message: String) {
+        self.push(Severity::Warning, path, false, message);
+    }
+    /// An error pointing at the value of `path`.
+    fn error(&mut self, path: &KeyPath, message: String) {
+        self.push(Severity::Error, path, false, message);
+    }
+    /// `path (line N)` for naming a second location inside a message.
+    fn where_(&self, path: &KeyPath) -> String {
+        match self.document.span(path, true) {
+            Some(span) => format!("{path} (line {})", line_column(self.text, span.start).line),
+            None => path.to_string(),
+        }
+    }
+}
+
+pub(crate) fn validate(
+    raw: RawConfig,
+    document: &Document<'_>,
+    text: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Config {
+    let mut sink = Sink { document, text, out };
+    let root = KeyPath::root();
+    let concurrent = match raw.concurrent {
+        None => 1,
+        Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(n) => {
+            sink.error(&root.key("concurrent"), format!("concurrent must be at least 1, got {n}"));
+            1
+        }
+    };
+    let log_level = raw.log_level.as_deref().and_then(|level| match level {
+        "panic" | "fatal" | "error" => Some("error".to_owned()),
+        "warn" | "warning" => Some("warn".to_owned()),
+        "info" => Some("info".to_owned()),
+        "debug" => Some("debug".to_owned()),
+        "trace" => Some("trace".to_owned()),
+        other => {
+            sink.error(
+                &root.key("log_level"),
+                format!("invalid log_level {other:?}: expected one of panic, fatal, error, warn, warning, info, debug"),
+            );
+            None
+        }
+    });
+    let log_format = match raw.log_format.as_deref() {
+        None | Some("" | "runner") => LogFormat::Runner,
+        Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            sink.error(
+                &root.key("log_format"),
+                format!("invalid log_format {other:?}: expected runner, text or json"),
+            );
+            LogFormat::Runner
+        }
+    };
+    let runners = raw
+        .runners
+        .iter()
+        .enumerate()
+        .map(|(index, runner)| {
+            validate_runner(&mut sink, &root.key("runners").index(index), index, runner)
+        })
+        .collect();
+    Config {
+        concurrent,
+        check_interval: positive_seconds(raw.check_interval, 3),
+        shutdown_timeout: positive_seconds(raw.shutdown_timeout, 30),
+        log_format,
+        log_level,
+        runners,
+        raw,
+    }
+}
+
+fn positive_seconds(value: Option<i64>, default: u64) -> Duration {
+    Duration::from_secs(
+        value.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0).unwrap_or(default),
+    )
+}
+
+const SUPPORTED_SHELLS: &[&str] = &["bash", "sh", "pwsh", "powershell"];
+
+fn validate_runner(
+    sink: &mut Sink<'_, '_>,
+    path: &KeyPath,
+    index: usize,
+    raw: &RawRunner,
+) -> RunnerConfig {
+    if let Some(url) = raw.url.as_deref()
+        && url.trim_end_matches('/').ends_with("/ci")
+    {
+        sink.warn(&path.key("url"), format!("url {url:?} ends in the legacy \"/ci\" suffix; it is stripped, write the GitLab base URL"));
+    }
+    if let Some(executor) = raw.executor.as_deref()
+        && executor != "kubernetes"
+    {
+        sink.warn(
+            &path.key("executor"),
+            format!("executor {executor:?} is not supported by this runner (only \"kubernetes\"); `runner run` refuses this entry"),
+        );
+    }
+    if let Some(shell) = raw.shell.as_deref()
+        && !shell.is_empty()
+        && !SUPPORTED_SHELLS.contains(&shell)
+    {
+        sink.warn(
+            &path.key("shell"),
+            format!("unsupported shell {shell:?}: expected one of {}", SUPPORTED_SHELLS.join(", ")),
+        );
+    }
+    for (i, entry) in raw.environment.iter().enumerate() {
+        if !entry.contains('=') {
+            sink.warn(
+                &path.key("environment").index(i),
+                format!("environment entry {entry:?} has no \"=\"; write KEY=VALUE"),
+            );
+        }
+    }
+    let uses_kubernetes = raw.kubernetes.is_some() || raw.executor.as_deref() == Some("kubernetes");
+    let kubernetes = uses_kubernetes.then(|| {
+        validate_kubernetes(
+            sink,
+            &path.key("kubernetes"),
+            raw.kubernetes.clone().unwrap_or_default(),
+        )
+    });
+    RunnerConfig { index, raw: raw.clone(), kubernetes }
+}
+
+fn validate_kubernetes(
+    sink: &mut Sink<'_, '_>,
+    path: &KeyPath,
+    raw: RawKubernetes,
+) -> KubernetesConfig {
+    let pod_security_context = raw
+        .pod_security_context
+        .as_ref()
+        .map(|t| pod_context(sink, &path.key("pod_security_context"), t))
+        .unwrap_or_default();
+    let mut container = |name: &str, table: &Option<RawContainerSecurityContext>| {
+        table
+            .as_ref()
+            .map(|t| container_context(sink, &path.key(name), t, &raw))
+            .unwrap_or_default()
+    };
+    let build_container_security_context =
+        container("build_container_security_context", &raw.build_container_security_context);
+    let helper_container_security_context =
+        container("helper_container_security_context", &raw.helper_container_security_context);
+    let service_container_security_context =
+        container("service_container_security_context", &raw.service_container_security_context);
+    let init_permissions_container_security_context = container(
+        "init_permissions_container_security_context",
+        &raw.init_permissions_container_security_context,
+    );
+
+    let pull_policy = raw
+        .pull_policy
+        .as_ref()
+        .map(|list| pull_policies(sink, &path.key("pull_policy"), &list.0, list.0.len() > 1))
+        .unwrap_or_default();
+    let allowed_pull_policies =
+        pull_policies(sink, &path.key("allowed_pull_policies"), &raw.allowed_pull_policies, true);
+    let dns_policy = match raw.dns_policy.as_deref() {
+        None | Some("" | "cluster-first") => Some(DnsPolicy::ClusterFirst),
+        Some("none") => Some(DnsPolicy::None),
+        Some("default") => Some(DnsPolicy::Default),
+        Some("cluster-first-with-host-net") => Some(DnsPolicy::ClusterFirstWithHostNet),
+        Some(other) => {
+            let valid = ["none", "default", "cluster-first", "cluster-first-with-host-net"];
+            let hint =
+                suggest(other, valid).map(|s| format!("; did you mean {s:?}?")).unwrap_or_default();
+            sink.warn(
+                &path.key("dns_policy"),
+                format!("invalid dns_policy {other:?}: expected one of {}{hint}; dnsPolicy is left empty", valid.join(", ")),
+            );
+            None
+        }
+    };
+    check_quantities(sink, path, &raw);
+    check_regexes(sink, path, &raw);
+    check_numeric_ids(sink, &path.key("allowed_users"), &raw.allowed_users, "allowed_users");
+    check_numeric_ids(sink, &path.key("allowed_groups"), &raw.allowed_groups, "allowed_groups");
+    check_client_files(sink, path, &raw);
+    check_volumes(sink, &path.key("volumes"), &raw);
+    check_pod_spec_patches(sink, &path.key("pod_spec"), &raw);
+    for key in raw.pod_labels.keys() {
+        if is_runner_gitlab_key(key) {
+            sink.warn(
+                &path.key("pod_labels").key(key),
+                format!(
+                    "label {key:?} is in the reserved runner.gitlab.com namespace and is dropped"
+                ),
+            );
+        }
+    }
+    KubernetesConfig {
+        poll_interval: positive_seconds(raw.poll_interval, 3),
+        poll_timeout: positive_seconds(raw.poll_timeout, 180),
+        cleanup_resources_timeout: raw
+            .cleanup_resources_timeout
+            .and_then(crate::values::GoDuration::positive)
+            .unwrap_or(Duration::from_secs(300)),
+        pod_security_context,
+        build_container_security_context,
+        helper_container_security_context,
+        service_container_security_context,
+        init_permissions_container_security_context,
+        pull_policy,
+        allowed_pull_policies,
+        dns_policy,
+        raw,
+    }
+}
+
+/// Whether a label key is in the `runner.gitlab.com` namespace (case-insensitive), which users may
+/// not set.
+pub fn is_runner_gitlab_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    let domain = lower.split('/').next().unwrap_or_default();
+    domain == "runner.gitlab.com" || domain.ends_with(".runner.gitlab.com")
+}
+
+fn pull_policies(
+    sink: &mut Sink<'_, '_>,
+    path: &KeyPath,
+    values: &[String],
+    is_list: bool,
+) -> Vec<PullPolicy> {
+    let mut out = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let at = if is_list { path.index(i) } else { path.clone() };
+        match value.as_str() {
+            "always" => out.push(PullPolicy::Always),
+            "if-not-present" => out.push(PullPolicy::IfNotPresent),
+            "never" => out.push(PullPolicy::Never),
+            "" => {}
+            other => {
+                let valid = ["always", "if-not-present", "never"];
+                let hint = suggest(other, valid)
+                    .map(|s| format!("; did you mean {s:?}?"))
+                    .unwrap_or_default();
+                sink.error(&at, format!("invalid pull policy {other:?}: expected always, if-not-present or never{hint}"));
+            }
+        }
+    }
+    out
+}
+
+/// Which profile a rule talks about.
+#[derive(Debug, Clone, Copy)]
+enum ProfileKind {
+    Seccomp,
+    AppArmor,
+}
+
+impl ProfileKind {
+    fn name(self) -> &'static str {
+        match self {
+            ProfileKind::Seccomp => "seccomp",
+            ProfileKind::AppArmor => "AppArmor",
+        }
+    }
+    fn table_key(self) -> &'static str {
+        match self {
+            ProfileKind::Seccomp => "seccomp_profile",
+            ProfileKind::AppArmor => "app_armor_profile",
+        }
+    }
+}
+
+const PROFILE_TYPES: [&str; 3] = ["RuntimeDefault", "Localhost", "Unconfined"];
+
+/// The two spellings of one profile setting: the 18.11 table and the flat keys.
+struct ProfileForms<'a> {
+    table: Option<&'a RawProfile>,
+    flat_type: Option<&'a String>,
+    flat_localhost: Option<&'a String>,
+}
+
+/// Picks one value set in either form; both set: identical is a warning, different an error.
+fn merge_forms(
+    sink: &mut Sink<'_, '_>,
+    what: &str,
+    table_value: Option<&String>,
+    table_path: &KeyPath,
+    flat_value: Option<&String>,
+    flat_path: &KeyPath,
+) -> Option<(String, KeyPath)> {
+    match (table_value, flat_value) {
+        (Some(t), Some(f)) if t == f => {
+            sink.push(
+                Severity::Warning,
+                flat_path,
+                true,
+                format!(
+                    "{what} is set twice, at {} and here, with the same value {f:?}; keep one",
+                    sink.where_(table_path)
+                ),
+            );
+            Some((t.clone(), table_path.clone()))
+        }
+        (Some(t), Some(f)) => {
+            sink.push(
+                Severity::Error,
+                flat_path,
+                true,
+                format!(
+                    "{what} is set twice with different values: {t:?} at {} and {f:?} at {}; keep one",
+                    sink.where_(table_path),
+                    sink.where_(flat_path)
+                ),
+            );
+            None
+        }
+        (Some(t), None) => Some((t.clone(), table_path.clone())),
+        (None, Some(f)) => Some((f.clone(), flat_path.clone())),
+        (None, None) => None,
+    }
+}
+
+/// The one conversion of a profile setting, used for the pod and all four container tables.
+fn profile(
+    sink: &mut Sink<'_, '_>,
+    context: &KeyPath,
+    kind: ProfileKind,
+    forms: &ProfileForms<'_>,
+) -> Option<SecurityProfile> {
+    let table_path = context.key(kind.table_key());
+    let flat = kind.table_key();
+    let type_ = merge_forms(
+        sink,
+        &format!("{} profile type", kind.name()),
+        non_empty_value(forms.table.and_then(|t| t.type_.as_ref())),
+        &table_path.key("type"),
+        non_empty_value(forms.flat_type),
+        &context.key(&format!("{flat}_type")),
+    );
+    let localhost = merge_forms(
+        sink,
+        &format!("{} localhost profile", kind.name()),
+        non_empty_value(forms.table.and_then(|t| t.localhost_profile.as_ref())),
+        &table_path.key("localhost_profile"),
+        non_empty_value(forms.flat_localhost),
+        &context.key(&format!("{flat}_localhost_profile")),
+    );
+    let Some((type_, type_path)) = type_ else {
+        if let Some((_, at)) = localhost {
+            sink.warn(&at, format!("{} localhost profile is set without a profile type and is ignored; add type \"Localhost\"", kind.name()));
+        }
+        return None;
+    };
+    match type_.as_str() {
+        "RuntimeDefault" | "Unconfined" => {
+            if let Some((_, at)) = localhost {
+                sink.warn(
+                    &at,
+                    format!(
+                        "{} localhost profile is ignored because the profile type is {type_}",
+                        kind.name()
+                    ),
+                );
+            }
+            Some(if type_ == "Unconfined" {
+                SecurityProfile::Unconfined
+            } else {
+                SecurityProfile::RuntimeDefault
+            })
+        }
+        "Localhost" => {
+            let Some((name, at)) = localhost else {
+                sink.warn(
+                    &type_path,
+                    format!(
+                        "{} profile type is Localhost but no localhost profile is set; the profile is left out (set {flat}_localhost_profile or {flat}.localhost_profile)",
+                        kind.name()
+                    ),
+                );
+                return None;
+            };
+            if let Err(reason) = check_localhost_profile(kind, &name) {
+                sink.error(&at, reason);
+                return None;
+            }
+            Some(SecurityProfile::Localhost(name))
+        }
+        other => {
+            let hint = suggest(other, PROFILE_TYPES)
+                .map(|s| format!("; did you mean {s:?}?"))
+                .unwrap_or_default();
+            sink.warn(
+                &type_path,
+                format!(
+                    "invalid {} profile type {other:?}: expected one of RuntimeDefault, Localhost, Unconfined (case-sensitive){hint}; the profile is left out",
+                    kind.name()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn check_localhost_profile(kind: ProfileKind, name: &str) -> Result<(), String> {
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{} localhost profile {name:?} contains white space or control characters",
+            kind.name()
+        ));
+    }
+    match kind {
+        ProfileKind::Seccomp => {
+            if name.starts_with('/') {
+                return Err(format!(
+                    "seccomp localhost profile {name:?} is absolute; it must be a path relative to the kubelet's seccomp root (e.g. \"profiles/audit.json\")"
+                ));
+            }
+            if name.split('/').any(|part| part == "..") {
+                return Err(format!(
+                    "seccomp localhost profile {name:?} contains \"..\"; it must stay inside the kubelet's seccomp root"
+                ));
+            }
+            Ok(())
+        }
+        ProfileKind::AppArmor => {
+            if let Some(bare) = name.strip_prefix("localhost/") {
+                return Err(format!(
+                    "AppArmor localhost profile {name:?} uses the annotation syntax; write the bare profile name {bare:?}"
+                ));
+            }
+            if name.contains('/') && !name.starts_with('/') {
+                return Err(format!(
+                    "AppArmor localhost profile {name:?} looks like a file path; write the name of the profile as loaded on the node (see `aa-status`)"
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn selinux(
+    user: &Option<String>,
+    role: &Option<String>,
+    type_: &Option<String>,
+    level: &Option<String>,
+) -> Option<SeLinuxOptions> {
+    let keep = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let options = SeLinuxOptions {
+        user: keep(user),
+        role: keep(role),
+        type_: keep(type_),
+        level: keep(level),
+    };
+    (!options.is_empty()).then_some(options)
+}
+
+fn pod_context(
+    sink: &mut Sink<'_, '_>,
+    path: &KeyPath,
+    raw: &RawPodSecurityContext,
+) -> PodSecurityContext {
+    let seccomp = profile(
+        sink,
+        path,
+        ProfileKind::Seccomp,
+        &ProfileForms {
+            table: raw.seccomp_profile.as_ref(),
+            flat_type: raw.seccomp_profile_type.as_ref(),
+            flat_localhost: raw.seccomp_profile_localhost_profile.as_ref(),
+        },
+    );
+    let app_armor = profile(
+        sink,
+        path,
+        ProfileKind::AppArmor,
+        &ProfileForms {
+            table: raw.app_armor_profile.as_ref(),
+            flat_type: raw.app_armor_profile_type.as_ref(),
+            flat_localhost: raw.app_armor_profile_localhost_profile.as_ref(),
+        },
+    );
+    PodSecurityContext {
+        shared: SharedSecurity {
+            run_as_user: raw.run_as_user,
+            run_as_group: raw.run_as_group,
+            run_as_non_root: raw.run_as_non_root,
+            se_linux: selinux(
+                &raw.selinux_user,
+                &raw.selinux_role,
+                &raw.selinux_type,
+                &raw.selinux_level,
+            ),
+            seccomp,
+            app_armor,
+        },
+        fs_group: raw.fs_group,
+        supplemental_groups: raw.supplemental_groups.clone(),
+    }
+}
+
+fn container_context(
+    sink: &mut Sink<'_, '_>,
+    path: &KeyPath,
+    raw: &RawContainerSecurityContext,
+    kubernetes: &RawKubernetes,
+) -> ContainerSecurityContext {
+    let seccomp = profile(
+        sink,
+        path,
+        ProfileKind::Seccomp,
+        &ProfileForms {
+            table: raw.seccomp_profile.as_ref(),
+            flat_type: raw.seccomp_profile_type.as_ref(),
+            flat_localhost: raw.seccomp_profile_localhost_profile.as_ref(),
+        },
+    );
+    let app_armor = profile(
+        sink,
+        path,
+        ProfileKind::AppArmor,
+        &ProfileForms {
+            table: raw.app_armor_profile.as_ref(),
+            flat_type: raw.app_armor_profile_type.as_ref(),
+            flat_localhost: raw.app_armor_profile_localhost_profile.as_ref(),
+        },
+    );
+    let proc_mount = match raw.proc_mount.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(v) if v.eq_ignore_ascii_case("default") => Some(ProcMount::Default),
+        Some(v) if v.eq_ignore_ascii_case("unmasked") => Some(ProcMount::Unmasked),
+        Some(other) => {
+            sink.warn(
+                &path.key("proc_mount"),
+                format!(
+                    "invalid proc_mount {other:?}: expected default or unmasked; it is left out"
+                ),
+            );
+            None
+        }
+    };
+    let privileged = raw.privileged.or(kubernetes.privileged);
+    if privileged == Some(true) && (seccomp.is_some() || app_armor.is_some()) {
+        let at = if raw.privileged.is_some() { path.key("privileged") } else { path.clone() };
+        sink.warn(
+            &at,
+            "the container is privileged, so the runtime ignores its seccomp and AppArmor profiles; drop privileged or the profiles".to_owned(),
+        );
+    }
+    ContainerSecurityContext {
+        shared: SharedSecurity {
+            run_as_user: raw.run_as_user,
+            run_as_group: raw.run_as_group,
+            run_as_non_root: raw.run_as_non_root,
+            se_linux: selinux(
+                &raw.selinux_user,
+                &raw.selinux_role,
+                &raw.selinux_type,
+                &raw.selinux_level,
+            ),
+            seccomp,
+            app_armor,
+        },
+        capabilities: raw
+            .capabilities
+            .as_ref()
+            .map(|c| Capabilities { add: c.add.clone(), drop: c.drop.clone() }),
+        privileged: raw.privileged,
+        read_only_root_filesystem: raw.read_only_root_filesystem,
+        allow_privilege_escalation: raw.allow_privilege_escalation,
+        proc_mount,
+    }
+}
+
+/// Every quantity key of `[runners.kubernetes]`, with its value.
+fn quantity_keys(raw: &RawKubernetes) -> Vec<(&'static str, &Option<String>)> {
+    macro_rules! keys {
+        ($($k:ident),* $(,)?) => { vec![$((stringify!($k), &raw.$k)),*] };
+    }
+    keys!(
+        cpu_limit,
+        cpu_limit_overwrite_max_allowed,
+        cpu_request,
+        cpu_request_overwrite_max_allowed,
+        memory_limit,
+        memory_limit_overwrite_max_allowed,
+        memory_request,
+        memory_request_overwrite_max_allowed,
+        ephemeral_storage_limit,
+        ephemeral_storage_limit_overwrite_max_allowed,
+        ephemeral_storage_request,
+        ephemeral_storage_request_overwrite_max_allowed,
+        service_cpu_limit,
+        service_cpu_limit_overwrite_max_allowed,
+        service_cpu_request,
+        service_cpu_request_overwrite_max_allowed,
+        service_memory_limit,
+        service_memory_limit_overwrite_max_allowed,
+        service_memory_request,
+        service_memory_request_overwrite_max_allowed,
+        service_ephemeral_storage_limit,
+        service_ephemeral_storage_limit_overwrite_max_allowed,
+        service_ephemeral_storage_request,
+        service_ephemeral_storage_request_overwrite_max_allowed,
+        helper_cpu_limit,
+        helper_cpu_limit_overwrite_max_allowed,
+        helper_cpu_request,
+        helper_cpu_request_overwrite_max_allowed,
+        helper_memory_limit,
+        helper_memory_limit_overwrite_max_allowed,
+        helper_memory_request,
+        helper_memory_request_overwrite_max_allowed,
+        helper_ephemeral_storage_limit,
+        helper_ephemeral_storage_limit_overwrite_max_allowed,
+        helper_ephemeral_storage_request,
+        helper_ephemeral_storage_request_overwrite_max_allowed,
+        pod_cpu_limit,
+        pod_cpu_limit_overwrite_max_allowed,
+        pod_cpu_request,
+        pod_cpu_request_overwrite_max_allowed,
+        pod_memory_limit,
+        pod_memory_limit_overwrite_max_allowed,
+        pod_memory_request,
+        pod_memory_request_overwrite_max_allowed,
+        suspend_pvc_size,
+    )
+}
+
+fn check_quantities(sink: &mut Sink<'_, '_>, path: &KeyPath, raw: &RawKubernetes) {
+    for (key, value) in quantity_keys(raw) {
+        if let Some(value) = value.as_deref().filter(|v| !v.trim().is_empty())
+            && let Err(reason) = quantity::check(value)
+        {
+            sink.error(&path.key(key), format!("invalid quantity {value:?} for {key}: {reason}"));
+        }
+    }
+    if let Some(volumes) = &raw.volumes {
+        for (i, volume) in volumes.empty_dir.iter().enumerate() {
+            if let Some(size) = volume.size_limit.as_deref().filter(|v| !v.trim().is_empty())
+                && let Err(reason) = quantity::check(size.trim())
+            {
+                sink.warn(
+                    &path.key("volumes").key("empty_dir").index(i).key("size_limit"),
+                    format!("invalid size_limit {size:?}: {reason}; the volume gets no size limit"),
+                );
+            }
+        }
+    }
+}
+
+fn check_regexes(sink: &mut Sink<'_, '_>, path: &KeyPath, raw: &RawKubernetes) {
+    let keys = [
+        ("namespace_overwrite_allowed", &raw.namespace_overwrite_allowed),
+        ("service_account_overwrite_allowed", &raw.service_account_overwrite_allowed),
+        ("node_selector_overwrite_allowed", &raw.node_selector_overwrite_allowed),
+        ("node_tolerations_overwrite_allowed", &raw.node_tolerations_overwrite_allowed),
+        ("pod_labels_overwrite_allowed", &raw.pod_labels_overwrite_allowed),
+        ("pod_annotations_overwrite_allowed", &raw.pod_annotations_overwrite_allowed),
+    ];
+    for (key, value) in keys {
+        if let Some(pattern) = value.as_deref().filter(|v| !v.is_empty())
+            && let Err(error) = regex::Regex::new(pattern)
+        {
+            let first_line = error.to_string().lines().last().unwrap_or_default().trim().to_owned();
+            sink.error(
+                &path.key(key),
+                format!("invalid regular expression {pattern:?} for {key}: {first_line}"),
+            );
+        }
+    }
+}
+
+fn check_numeric_ids(sink: &mut Sink<'_, '_>, path: &KeyPath, values: &[String], key: &str) {
+    for (i, value) in values.iter().enumerate() {
+        if value.parse::<u64>().is_err() {
+            sink.warn(
+                &path.index(i),
+                format!("{key} entry {value:?} is not a numeric ID and is skipped"),
+            );
+        }
+    }
+}
+
+fn check_client_files(sink: &mut Sink<'_, '_>, path: &KeyPath, raw: &RawKubernetes) {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+    if set(&raw.cert_file) && !(set(&raw.key_file) && set(&raw.ca_file)) {
+        sink.error(&path.key("cert_file"), "cert_file needs key_file and ca_file too".to_owned());
+    }
+}
+
+fn check_volumes(sink: &mut Sink<'_, '_>, path: &KeyPath, raw: &RawKubernetes) {
+    let Some(volumes) = &raw.volumes else { return };
+    for (i, nfs) in volumes.nfs.iter().enumerate() {
+        let missing: Vec<&str> = [
+            ("name", &nfs.name),
+            ("mount_path", &nfs.mount_path),
+            ("server", &nfs.server),
+            ("path", &nfs.path),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.as_deref().is_none_or(str::is_empty))
+        .map(|(k, _)| k)
+        .collect();
+        if !missing.is_empty() {
+            sink.error(
+                &path.key("nfs").index(i),
+                format!("nfs volume: missing required fields: {}", missing.join(", ")),
+            );
+        }
+    }
+    let propagation = |sink: &mut Sink<'_, '_>, at: KeyPath, value: &Option<String>| {
+        if let Some(v) = value.as_deref()
+            && !["", "None", "HostToContainer", "Bidirectional"].contains(&v)
+        {
+            sink.warn(&at, format!("invalid mount_propagation {v:?}: expected None, HostToContainer or Bidirectional"));
+        }
+    };
+    for (i, v) in volumes.host_path.iter().enumerate() {
+        propagation(
+            sink,
+            path.key("host_path").index(i).key("mount_propagation"),
+            &v.mount_propagation,
+        );
+    }
+    for (i, v) in volumes.pvc.iter().enumerate() {
+        propagation(sink, path.key("pvc").index(i).key("mount_propagation"), &v.mount_propagation);
+    }
+    for (i, v) in volumes.empty_dir.iter().enumerate() {
+        propagation(
+            sink,
+            path.key("empty_dir").index(i).key("mount_propagation"),
+            &v.mount_propagation,
+        );
+    }
+}
+
+fn check_pod_spec_patches(sink: &mut Sink<'_, '_>, path: &KeyPath, raw: &RawKubernetes) {
+    for (i, patch) in raw.pod_spec.iter().enumerate() {
+        let at = path.index(i);
+        let name = patch.name.as_deref().unwrap_or_default();
+        let has = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        match (has(&patch.patch), has(&patch.patch_path)) {
+            (true, true) => sink.error(
+                &at,
+                format!("ambiguous patch: both patch path and patch provided ({name})"),
+            ),
+            (false, false) => {
+                sink.error(
+                    &at,
+                    format!("pod_spec patch {name:?} has neither patch nor patch_path"),
+                );
+            }
+            _ => {}
+        }
+        match patch.patch_type.as_deref() {
+            None | Some("" | "strategic" | "merge" | "json") => {}
+            Some(other) => sink.error(
+                &at.key("patch_type"),
+                format!("unsupported patch type {other}: expected strategic, merge or json"),
+            ),
+        }
+    }
+}
+
+fn non_empty_value(value: Option<&String>) -> Option<&String> {
+    value.filter(|s| !s.is_empty())
+}
