@@ -1,2 +1,197 @@
-//! `cargo xtask`: project automation.
-fn main() {}
+//! `cargo xtask`: the project's automation, and the single CI entry point (`cargo xtask ci`).
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "xtask reports progress on the terminal")]
+
+mod tidy;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// Project automation.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Everything CI runs, in order: prerequisites, fmt, lint, codegen check, tests, doctests.
+    Ci,
+    /// Install the system prerequisites (apt packages, the kubernetes-validate virtualenv).
+    Prereqs,
+    /// `cargo fmt --check`.
+    Fmt,
+    /// `cargo clippy --workspace --all-targets -- -D warnings`.
+    Lint,
+    /// The whole test suite (nextest, then doctests).
+    Test,
+    /// Regenerate docs/config.md, docs/config.schema.json and docs/cli.md (`--check`: fail if stale).
+    Codegen {
+        /// Fail instead of writing when a generated file is stale.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Render the example configs with `runner render-pod` and schema-check them with kubernetes-validate.
+    Validate,
+    /// Benchmarks: pod render time and daemon idle memory.
+    Bench,
+    /// Build the local test images and import them into the local cluster's containerd.
+    Images {
+        /// Extra arguments for `local-cluster images`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The local test cluster: `up`, `down`, `status`.
+    LocalCluster {
+        /// Arguments for `local-cluster` (e.g. `up --kubernetes-version 1.29`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs a command in the workspace root, echoing it; fails on a non-zero exit.
+fn sh(program: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<()> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("failed to start {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    sh(env!("CARGO"), args, &[])
+}
+
+fn run(task: Task) -> anyhow::Result<()> {
+    match task {
+        Task::Ci => ci(),
+        Task::Prereqs => sh("bash", &["scripts/install-prereqs.sh"], &[]),
+        Task::Fmt => cargo(&["fmt", "--all", "--", "--check"]),
+        Task::Lint => lint(),
+        Task::Test => test(),
+        Task::Codegen { check } => codegen(check),
+        Task::Validate => validate(),
+        Task::Bench => bench(),
+        Task::Images { args } => local_cluster("images", &args),
+        Task::LocalCluster { args } => {
+            let (first, rest) = args.split_first().context("usage: cargo xtask local-cluster up|down|status [ARGS]")?;
+            local_cluster(first, rest)
+        }
+    }
+}
+
+fn lint() -> anyhow::Result<()> {
+    cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])
+}
+
+fn test() -> anyhow::Result<()> {
+    cargo(&["nextest", "run", "--workspace", "--locked", "--profile", "ci"])?;
+    cargo(&["test", "--doc", "--workspace", "--locked"])
+}
+
+/// Generated files are rewritten by their own staleness tests under `UPDATE_GENERATED=1`.
+fn codegen(check: bool) -> anyhow::Result<()> {
+    let update = if check { "0" } else { "1" };
+    let tests = [("podrunner-config", "generated_docs"), ("podrunner", "cli_docs")];
+    for (package, test) in tests {
+        sh(env!("CARGO"), &["test", "--locked", "-q", "-p", package, "--", test], &[("UPDATE_GENERATED", update)])?;
+    }
+    Ok(())
+}
+
+fn validate() -> anyhow::Result<()> {
+    let venv = root().join(".venv-kv/bin/kubernetes-validate");
+    if !venv.exists() {
+        sh("bash", &["scripts/install-prereqs.sh"], &[])?;
+    }
+    cargo(&["build", "--locked", "-q", "-p", "podrunner"])?;
+    let out = root().join("target/validate");
+    std::fs::create_dir_all(&out)?;
+    let runner = root().join("target/debug/runner");
+    let mut rendered: Vec<(String, PathBuf)> = Vec::new();
+    for version in ["1.29", "1.30", "1.37"] {
+        let file = out.join(format!("example-{version}.yaml"));
+        let output = Command::new(&runner)
+            .args(["render-pod", "--config", "examples/config.toml", "--kubernetes-version", version])
+            .current_dir(root())
+            .output()
+            .context("failed to run runner render-pod")?;
+        if !output.status.success() {
+            bail!("render-pod failed for {version}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        std::fs::write(&file, &output.stdout)?;
+        rendered.push((version.to_owned(), file));
+    }
+    for (version, file) in &rendered {
+        let file = file.to_string_lossy();
+        sh(&venv.to_string_lossy(), &["--strict", "-k", &format!("{version}.0"), &file], &[])?;
+    }
+    Ok(())
+}
+
+fn bench() -> anyhow::Result<()> {
+    cargo(&["bench", "--locked", "-p", "podrunner-executor-k8s", "--bench", "render"])?;
+    if root().join("crates/daemon/benches/idle_memory.rs").exists() {
+        cargo(&["bench", "--locked", "-p", "podrunner-daemon", "--bench", "idle_memory"])?;
+    }
+    Ok(())
+}
+
+fn local_cluster(command: &str, args: &[String]) -> anyhow::Result<()> {
+    let mut full = vec!["run", "--locked", "-q", "-p", "podrunner-local-cluster", "--bin", "local-cluster", "--", command];
+    full.extend(args.iter().map(String::as_str));
+    cargo(&full)
+}
+
+fn ci() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut timings = Vec::new();
+    let steps: [(&str, fn() -> anyhow::Result<()>); 6] = [
+        ("prerequisites", || sh("bash", &["scripts/install-prereqs.sh"], &[])),
+        ("fmt", || cargo(&["fmt", "--all", "--", "--check"])),
+        ("lint", lint),
+        ("codegen --check", || codegen(true)),
+        ("test", test),
+        ("validate", validate),
+    ];
+    for (name, step) in steps {
+        eprintln!("\n== xtask ci: {name}");
+        let t = Instant::now();
+        step().with_context(|| format!("ci step `{name}` failed"))?;
+        timings.push((name, t.elapsed()));
+    }
+    eprintln!("\n== xtask ci: all steps passed in {:.0?}", started.elapsed());
+    for (name, elapsed) in timings {
+        eprintln!("   {name:<16} {elapsed:.1?}");
+    }
+    Ok(())
+}

@@ -26,7 +26,7 @@ pub(crate) enum Command {
 pub(crate) struct ConfigArgs {
     /// The config file. Default: ./config.toml if it exists, else /etc/gitlab-runner/config.toml
     /// as root or ~/.gitlab-runner/config.toml otherwise (gitlab-runner's locations).
-    #[arg(long, short = 'c', env = "CONFIG_FILE")]
+    #[arg(long, short = 'c', env = "CONFIG_FILE", hide_env_values = true)]
     pub(crate) config: Option<PathBuf>,
     /// Treat every warning as an error (fail closed).
     #[arg(long, env = "RUNNER_STRICT_CONFIG")]

@@ -9,6 +9,8 @@
 )]
 
 mod cli;
+#[cfg(test)]
+mod cli_docs;
 mod cmd;
 mod config_file;
 
