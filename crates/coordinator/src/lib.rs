@@ -1,1 +1,18 @@
-//! Placeholder; filled in by its issue.
+#![doc = include_str!("../README.md")]
+
+pub mod client;
+pub mod error;
+pub mod joblog;
+pub mod mask;
+pub mod outcome;
+pub mod wire;
+
+pub use client::{
+    Client, ClientConfig, JobCredentials, JobRequestResult, PatchOutcome, RemoteJobStatus,
+    Response, ServerHints, UpdateOutcome, Verification, generate_system_id,
+};
+pub use error::{Endpoint, Error, Result};
+pub use joblog::{FinishReport, JobCancel, JobLog, JobLogConfig, LogWriter, Section};
+pub use mask::Masker;
+pub use outcome::{FailureReason, JobOutcome};
+pub use wire::{FeaturesInfo, Job, JobState, JobUpdate, JobVariable, VersionInfo};

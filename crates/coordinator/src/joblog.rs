@@ -1,0 +1,773 @@
+//! The job log: one per job. It masks, buffers and streams the job's output to GitLab, and
+//! reports the final state (`gitlab-runner.md` §4.3, §4.4).
+//!
+//! - [`LogWriter::write`] masks first (secrets split across writes included: see
+//!   [`crate::mask`]), then appends to an in-memory trace capped at `output_limit`.
+//! - A background task sends the unsent part with `PATCH /trace` every update interval, one
+//!   request at a time and in order; `202` moves the sent offset, `416` moves it to the end of
+//!   the server's `Range`, and transport errors or other statuses are retried on the next tick.
+//!   When nothing was sent for the force-send interval it touches the job (`PUT state=running`).
+//! - [`JobLog::finish`] flushes the masker, drains the trace (with backoff), then sends the final
+//!   `PUT` (`202`: resend after the update interval; `412`: resend the whole trace and retry;
+//!   `403`/`404`: aborted; other failures: exponential backoff with jitter, at most
+//!   `final_update_retry_limit` times). The checksum is CRC-32 over every byte sent.
+//! - `Job-Status: canceling` fires [`JobCancel::requested`]; `canceled`, `failed` or a 403 fire
+//!   [`JobCancel::aborted`] as well.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::client::{
+    Client, JobCredentials, PatchOutcome, RemoteJobStatus, ServerHints, UpdateOutcome,
+};
+use crate::error::{Error, Result};
+use crate::mask::Masker;
+use crate::outcome::JobOutcome;
+use crate::wire::{Job, JobState, JobUpdate, TraceOutput};
+
+/// Settings of a job log.
+#[derive(Debug, Clone)]
+pub struct JobLogConfig {
+    /// Interval between trace patches until the server suggests one (default 3 s).
+    pub update_interval: Duration,
+    /// Whether the server's `X-GitLab-Trace-Update-Interval` replaces `update_interval`.
+    pub follow_server_interval: bool,
+    /// Touch the job when nothing was sent for this long (default 30 s).
+    pub force_send_interval: Duration,
+    /// Maximum trace size in bytes (`output_limit` KiB; default 4 MiB).
+    pub output_limit: usize,
+    /// Maximum bytes per patch (default 1 MiB).
+    pub max_patch_size: usize,
+    /// Failed attempts allowed for the final drain and update (default 10).
+    pub final_update_retry_limit: u32,
+    /// First backoff delay of the final update (default 1 s).
+    pub retry_min_delay: Duration,
+    /// Largest backoff delay of the final update (default 60 s).
+    pub retry_max_delay: Duration,
+    /// How many `202` answers to the final update are waited out (default 100).
+    pub max_accepted_polls: u32,
+    /// `debug_trace` query parameter.
+    pub debug_trace: bool,
+}
+
+impl Default for JobLogConfig {
+    fn default() -> Self {
+        Self {
+            update_interval: Duration::from_secs(3),
+            follow_server_interval: true,
+            force_send_interval: Duration::from_secs(30),
+            output_limit: 4096 * 1024,
+            max_patch_size: 1024 * 1024,
+            final_update_retry_limit: 10,
+            retry_min_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(60),
+            max_accepted_polls: 100,
+            debug_trace: false,
+        }
+    }
+}
+
+/// Cancellation signals of one job, for the executor to watch.
+#[derive(Debug, Clone, Default)]
+pub struct JobCancel {
+    requested: CancellationToken,
+    aborted: CancellationToken,
+}
+
+impl JobCancel {
+    /// Fresh, not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fires on a graceful cancel (`canceling`, or a daemon shutdown past its timeout) and on
+    /// abort: stop the script, still run `after_script` unless aborted.
+    pub fn requested(&self) -> &CancellationToken {
+        &self.requested
+    }
+
+    /// Fires on abort (`canceled`, `failed`, 403): stop everything now.
+    pub fn aborted(&self) -> &CancellationToken {
+        &self.aborted
+    }
+
+    /// Requests a graceful cancel.
+    pub fn request(&self) {
+        self.requested.cancel();
+    }
+
+    /// Aborts (also fires `requested`).
+    pub fn abort(&self) {
+        self.requested.cancel();
+        self.aborted.cancel();
+    }
+
+    /// Whether a cancel was requested.
+    pub fn is_requested(&self) -> bool {
+        self.requested.is_cancelled()
+    }
+
+    /// Whether the job was aborted.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.is_cancelled()
+    }
+
+    fn apply(&self, job_id: u64, hints: &ServerHints) {
+        match &hints.job_status {
+            Some(RemoteJobStatus::Canceling) if !self.is_requested() => {
+                info!(job.id = job_id, "coordinator requested a graceful cancel");
+                self.request();
+            }
+            Some(s) if s.is_abort() && !self.is_aborted() => {
+                info!(job.id = job_id, job.status = s.as_str(), "coordinator aborted the job");
+                self.abort();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The runner's phases, shown as collapsible sections in GitLab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// Creating the pod.
+    PrepareExecutor,
+    /// Waiting for the pod to run.
+    PrepareScript,
+    /// Fetching the sources.
+    GetSources,
+    /// `before_script` + `script`.
+    StepScript,
+    /// `after_script`.
+    AfterScript,
+    /// Cleaning up.
+    Cleanup,
+}
+
+impl Section {
+    /// The section name used in the markers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PrepareExecutor => "prepare_executor",
+            Self::PrepareScript => "prepare_script",
+            Self::GetSources => "get_sources",
+            Self::StepScript => "step_script",
+            Self::AfterScript => "after_script",
+            Self::Cleanup => "cleanup",
+        }
+    }
+
+    /// The header gitlab-runner shows for the phase.
+    pub fn header(self) -> &'static str {
+        match self {
+            Self::PrepareExecutor => "Preparing the \"kubernetes\" executor",
+            Self::PrepareScript => "Preparing environment",
+            Self::GetSources => "Getting source from Git repository",
+            Self::StepScript => "Executing \"step_script\" stage of the job script",
+            Self::AfterScript => "Running after_script",
+            Self::Cleanup => "Cleaning up project directory and file based variables",
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Keeps only the characters GitLab accepts in section names.
+fn section_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
+        .collect()
+}
+
+/// `section_start:<unix>:<name>[collapsed=true]\r\e[0K<header>\n`.
+pub fn section_start_marker(unix: u64, name: &str, header: &str, collapsed: bool) -> String {
+    let opts = if collapsed { "[collapsed=true]" } else { "" };
+    format!(
+        "section_start:{unix}:{}{opts}\r\x1b[0K\x1b[36;1m{header}\x1b[0;m\n",
+        section_name(name)
+    )
+}
+
+/// `section_end:<unix>:<name>\r\e[0K\n`.
+pub fn section_end_marker(unix: u64, name: &str) -> String {
+    format!("section_end:{unix}:{}\r\x1b[0K\n", section_name(name))
+}
+
+struct State {
+    masker: Masker,
+    /// The masked trace (what was or will be sent), at most about `output_limit` bytes.
+    trace: Vec<u8>,
+    /// Bytes the server has acknowledged.
+    sent: usize,
+    truncated: bool,
+    closed: bool,
+    /// The server said 403/404 to a patch: stop sending.
+    gone: bool,
+    interval: Duration,
+    last_contact: Instant,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    config: JobLogConfig,
+    job: JobCredentials,
+    cancel: JobCancel,
+    failure_reasons: Vec<String>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the trace half-written in a way that
+        // matters more than losing the log; keep going with the inner value.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn append_masked(&self, state: &mut State, masked: &[u8]) {
+        if state.truncated || masked.is_empty() {
+            return;
+        }
+        let limit = self.config.output_limit;
+        let room = limit.saturating_sub(state.trace.len());
+        if masked.len() <= room {
+            state.trace.extend_from_slice(masked);
+        } else {
+            state.trace.extend_from_slice(&masked[..room]);
+            state.truncated = true;
+            let notice = format!(
+                "\n\x1b[31;1mJob's log exceeded limit of {limit} bytes.\nJob execution will continue but no more output will be collected.\x1b[0;m\n"
+            );
+            state.trace.extend_from_slice(notice.as_bytes());
+        }
+    }
+
+    fn write(&self, data: &[u8]) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        let mut out = Vec::with_capacity(data.len());
+        state.masker.push(data, &mut out);
+        self.append_masked(&mut state, &out);
+    }
+
+    fn apply_hints(&self, hints: &ServerHints) {
+        self.cancel.apply(self.job.id, hints);
+        if self.config.follow_server_interval
+            && let Some(interval) = hints.update_interval
+        {
+            self.lock().interval = interval;
+        }
+    }
+}
+
+/// What one send attempt did.
+enum SendStep {
+    /// Nothing left to send.
+    Idle,
+    /// Progress (or an offset correction): try again at once.
+    Progress,
+    /// Failed; retry later.
+    Retry(Error),
+    /// The job is gone or aborted: stop sending.
+    Gone(Option<RemoteJobStatus>),
+}
+
+async fn send_once(shared: &Shared, client: &Client) -> SendStep {
+    let (offset, chunk) = {
+        let state = shared.lock();
+        if state.gone {
+            return SendStep::Gone(None);
+        }
+        if state.sent >= state.trace.len() {
+            return SendStep::Idle;
+        }
+        let end = state.trace.len().min(state.sent + shared.config.max_patch_size);
+        (state.sent, state.trace[state.sent..end].to_vec())
+    };
+    let len = chunk.len();
+    let response = match client
+        .patch_trace(&shared.job, offset as u64, chunk, shared.config.debug_trace)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return SendStep::Retry(e),
+    };
+    shared.apply_hints(&response.hints);
+    let mut state = shared.lock();
+    match response.outcome {
+        PatchOutcome::Accepted => {
+            state.sent = offset + len;
+            state.last_contact = Instant::now();
+            SendStep::Progress
+        }
+        PatchOutcome::RangeMismatch { server_offset: Some(server) } => {
+            let server = usize::try_from(server).unwrap_or(usize::MAX).min(state.trace.len());
+            debug!(
+                job.id = shared.job.id,
+                trace.offset = server,
+                "trace range mismatch, resending"
+            );
+            state.sent = server;
+            SendStep::Progress
+        }
+        PatchOutcome::RangeMismatch { server_offset: None } => {
+            SendStep::Retry(Error::UnexpectedStatus {
+                endpoint: crate::error::Endpoint::PatchTrace,
+                status: 416,
+            })
+        }
+        PatchOutcome::Forbidden | PatchOutcome::NotFound => {
+            state.gone = true;
+            drop(state);
+            shared.cancel.abort();
+            SendStep::Gone(response.hints.job_status)
+        }
+        PatchOutcome::Failed { status } => SendStep::Retry(Error::UnexpectedStatus {
+            endpoint: crate::error::Endpoint::PatchTrace,
+            status,
+        }),
+    }
+}
+
+fn checksum_of(trace: &[u8]) -> TraceOutput {
+    TraceOutput {
+        checksum: format!("crc32:{:08x}", crc32fast::hash(trace)),
+        bytesize: trace.len() as u64,
+    }
+}
+
+async fn touch(shared: &Shared, client: &Client) {
+    let output = {
+        let state = shared.lock();
+        checksum_of(&state.trace[..state.sent])
+    };
+    let update = JobUpdate {
+        state: JobState::Running,
+        failure_reason: None,
+        exit_code: None,
+        output: Some(output),
+    };
+    match client.update_job(&shared.job, &update).await {
+        Ok(r) => {
+            shared.apply_hints(&r.hints);
+            match r.outcome {
+                UpdateOutcome::Forbidden | UpdateOutcome::NotFound => shared.cancel.abort(),
+                _ => shared.lock().last_contact = Instant::now(),
+            }
+        }
+        Err(e) => debug!(job.id = shared.job.id, error.kind = e.kind(), "job touch failed"),
+    }
+}
+
+/// The background sender: one patch cycle per update interval until stopped.
+async fn run_sender(shared: Arc<Shared>, client: Client, stop: CancellationToken) {
+    loop {
+        let interval = shared.lock().interval;
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+        loop {
+            match send_once(&shared, &client).await {
+                SendStep::Progress => {
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                }
+                SendStep::Idle => {
+                    let idle_for = shared.lock().last_contact.elapsed();
+                    if idle_for >= shared.config.force_send_interval {
+                        touch(&shared, &client).await;
+                    }
+                    break;
+                }
+                SendStep::Retry(e) => {
+                    debug!(
+                        job.id = shared.job.id,
+                        error.kind = e.kind(),
+                        "trace patch failed, will retry"
+                    );
+                    break;
+                }
+                SendStep::Gone(_) => return,
+            }
+        }
+    }
+}
+
+/// A handle that writes into the job log. Cheap to clone; every clone writes to the same trace.
+#[derive(Clone)]
+pub struct LogWriter {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogWriter").field("job.id", &self.shared.job.id).finish_non_exhaustive()
+    }
+}
+
+impl LogWriter {
+    /// Appends output (masked before it is stored). Writes after [`JobLog::finish`] are dropped.
+    pub fn write(&self, data: &[u8]) {
+        self.shared.write(data);
+    }
+
+    /// Appends a line (a `\n` is added).
+    pub fn writeln(&self, line: &str) {
+        let mut data = Vec::with_capacity(line.len() + 1);
+        data.extend_from_slice(line.as_bytes());
+        data.push(b'\n');
+        self.shared.write(&data);
+    }
+
+    /// Opens a collapsible section.
+    pub fn section_start(&self, name: &str, header: &str, collapsed: bool) {
+        self.write(section_start_marker(unix_now(), name, header, collapsed).as_bytes());
+    }
+
+    /// Closes a collapsible section.
+    pub fn section_end(&self, name: &str) {
+        self.write(section_end_marker(unix_now(), name).as_bytes());
+    }
+
+    /// Opens the section of one of the runner's phases.
+    pub fn begin(&self, section: Section) {
+        self.section_start(section.name(), section.header(), false);
+    }
+
+    /// Closes the section of one of the runner's phases.
+    pub fn end(&self, section: Section) {
+        self.section_end(section.name());
+    }
+
+    /// The job's cancellation signals.
+    pub fn cancel(&self) -> &JobCancel {
+        &self.shared.cancel
+    }
+}
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.shared.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the final update achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishReport {
+    /// Bytes of trace sent (and acknowledged).
+    pub bytes_sent: u64,
+    /// `crc32:%08x` of the sent trace.
+    pub checksum: String,
+    /// PUT requests made for the final update.
+    pub update_attempts: u32,
+    /// How often the whole trace was resent after a 412.
+    pub trace_resets: u32,
+    /// Whether the trace was cut at `output_limit`.
+    pub truncated: bool,
+}
+
+/// The job log of one running job.
+pub struct JobLog {
+    shared: Arc<Shared>,
+    client: Client,
+    stop: CancellationToken,
+    sender: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for JobLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobLog").field("job.id", &self.shared.job.id).finish_non_exhaustive()
+    }
+}
+
+impl JobLog {
+    /// Starts the log of `job`: masks its masked variables, its token and its dependencies'
+    /// tokens, plus tokens with `features.token_mask_prefixes`. Spawns the sender task, so it
+    /// must be called inside a tokio runtime.
+    pub fn start(client: Client, job: &Job, config: JobLogConfig) -> Self {
+        let secrets = job.secrets_to_mask();
+        let masker = Masker::new(
+            secrets.iter(),
+            job.features.token_mask_prefixes.iter().map(String::as_str),
+        );
+        Self::start_with(
+            client,
+            JobCredentials::from(job),
+            masker,
+            job.features.failure_reasons.clone(),
+            config,
+        )
+    }
+
+    /// Starts a log with an explicit masker (for callers that build the job themselves).
+    pub fn start_with(
+        client: Client,
+        job: JobCredentials,
+        masker: Masker,
+        failure_reasons: Vec<String>,
+        config: JobLogConfig,
+    ) -> Self {
+        let state = State {
+            masker,
+            trace: Vec::new(),
+            sent: 0,
+            truncated: false,
+            closed: false,
+            gone: false,
+            interval: config.update_interval,
+            last_contact: Instant::now(),
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            config,
+            job,
+            cancel: JobCancel::new(),
+            failure_reasons,
+        });
+        let stop = CancellationToken::new();
+        let sender = tokio::spawn(run_sender(Arc::clone(&shared), client.clone(), stop.clone()));
+        Self { shared, client, stop, sender: Some(sender) }
+    }
+
+    /// A writer handle.
+    pub fn writer(&self) -> LogWriter {
+        LogWriter { shared: Arc::clone(&self.shared) }
+    }
+
+    /// The job's cancellation signals.
+    pub fn cancel(&self) -> JobCancel {
+        self.shared.cancel.clone()
+    }
+
+    /// The job id.
+    pub fn job_id(&self) -> u64 {
+        self.shared.job.id
+    }
+
+    /// The masked trace so far (tests and diagnostics).
+    pub fn trace_snapshot(&self) -> Vec<u8> {
+        self.shared.lock().trace.clone()
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.shared.config.retry_min_delay)
+            .with_max_delay(self.shared.config.retry_max_delay)
+            .with_max_times(self.shared.config.final_update_retry_limit as usize)
+            .build()
+    }
+
+    /// Sends everything not yet acknowledged, retrying failures with backoff.
+    async fn drain(
+        &self,
+        attempts: &mut u32,
+        backoff: &mut impl Iterator<Item = Duration>,
+    ) -> Result<()> {
+        loop {
+            match send_once(&self.shared, &self.client).await {
+                SendStep::Idle => return Ok(()),
+                SendStep::Progress => {}
+                SendStep::Gone(status) => {
+                    return Err(Error::JobAborted {
+                        job_id: self.shared.job.id,
+                        job_status: status.map(|s| s.as_str().to_owned()),
+                    });
+                }
+                SendStep::Retry(e) => {
+                    *attempts += 1;
+                    let Some(delay) = backoff.next() else {
+                        return Err(Error::FinalUpdateExhausted {
+                            job_id: self.shared.job.id,
+                            attempts: *attempts,
+                            last: Box::new(e),
+                        });
+                    };
+                    debug!(
+                        job.id = self.shared.job.id,
+                        error.kind = e.kind(),
+                        "final trace drain failed, backing off"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Ends the log: flushes held-back output, sends the rest of the trace, and reports
+    /// `outcome` with `PUT /jobs/:id` as the protocol says.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JobAborted`] when GitLab refuses the job (403/404), and
+    /// [`Error::FinalUpdateExhausted`] when the retries ran out.
+    pub async fn finish(mut self, outcome: &JobOutcome) -> Result<FinishReport> {
+        {
+            let mut state = self.shared.lock();
+            let mut out = Vec::new();
+            state.masker.finish(&mut out);
+            self.shared.append_masked(&mut state, &out);
+            state.closed = true;
+        }
+        self.stop.cancel();
+        if let Some(sender) = self.sender.take()
+            && let Err(e) = sender.await
+        {
+            warn!(job.id = self.shared.job.id, error = %e, "trace sender task failed");
+        }
+
+        let job_id = self.shared.job.id;
+        let failure_reason =
+            outcome.failure_reason().map(|r| r.resolve(&self.shared.failure_reasons));
+        let mut backoff = self.backoff();
+        let mut failures = 0u32;
+        let mut update_attempts = 0u32;
+        let mut trace_resets = 0u32;
+        let mut accepted_polls = 0u32;
+        loop {
+            self.drain(&mut failures, &mut backoff).await?;
+            let (output, truncated) = {
+                let state = self.shared.lock();
+                (checksum_of(&state.trace[..state.sent]), state.truncated)
+            };
+            let update = JobUpdate {
+                state: outcome.state(),
+                failure_reason,
+                exit_code: outcome.exit_code(),
+                output: Some(output.clone()),
+            };
+            update_attempts += 1;
+            let result = self.client.update_job(&self.shared.job, &update).await;
+            let error = match result {
+                Ok(response) => {
+                    self.shared.apply_hints(&response.hints);
+                    match response.outcome {
+                        UpdateOutcome::Done => {
+                            info!(
+                                job.id = job_id,
+                                job.state = update.state.as_str(),
+                                trace.bytes = output.bytesize,
+                                "job finished"
+                            );
+                            return Ok(FinishReport {
+                                bytes_sent: output.bytesize,
+                                checksum: output.checksum,
+                                update_attempts,
+                                trace_resets,
+                                truncated,
+                            });
+                        }
+                        UpdateOutcome::Accepted => {
+                            accepted_polls += 1;
+                            if accepted_polls > self.shared.config.max_accepted_polls {
+                                Error::UnexpectedStatus {
+                                    endpoint: crate::error::Endpoint::UpdateJob,
+                                    status: 202,
+                                }
+                            } else {
+                                let interval = self.shared.lock().interval;
+                                tokio::time::sleep(interval).await;
+                                continue;
+                            }
+                        }
+                        UpdateOutcome::TraceInvalid => {
+                            trace_resets += 1;
+                            self.shared.lock().sent = 0;
+                            Error::UnexpectedStatus {
+                                endpoint: crate::error::Endpoint::UpdateJob,
+                                status: 412,
+                            }
+                        }
+                        UpdateOutcome::Forbidden | UpdateOutcome::NotFound => {
+                            self.shared.cancel.abort();
+                            return Err(Error::JobAborted {
+                                job_id,
+                                job_status: response
+                                    .hints
+                                    .job_status
+                                    .map(|s| s.as_str().to_owned()),
+                            });
+                        }
+                        UpdateOutcome::Failed { status } => Error::UnexpectedStatus {
+                            endpoint: crate::error::Endpoint::UpdateJob,
+                            status,
+                        },
+                    }
+                }
+                Err(e) => e,
+            };
+            failures += 1;
+            let Some(delay) = backoff.next() else {
+                return Err(Error::FinalUpdateExhausted {
+                    job_id,
+                    attempts: failures,
+                    last: Box::new(error),
+                });
+            };
+            if trace_resets > 0 && matches!(error, Error::UnexpectedStatus { status: 412, .. }) {
+                // Resend the whole trace right away, then retry the update.
+                continue;
+            }
+            debug!(
+                job.id = job_id,
+                error.kind = error.kind(),
+                "final job update failed, backing off"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+impl Drop for JobLog {
+    fn drop(&mut self) {
+        // A log dropped without `finish` stops sending.
+        self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_markers_follow_gitlab_format() {
+        assert_eq!(
+            section_start_marker(1_560_896_352, "step_script", "Running", true),
+            "section_start:1560896352:step_script[collapsed=true]\r\x1b[0K\x1b[36;1mRunning\x1b[0;m\n"
+        );
+        assert_eq!(
+            section_end_marker(1_560_896_353, "my section!"),
+            "section_end:1560896353:my_section_\r\x1b[0K\n"
+        );
+    }
+
+    #[test]
+    fn cancel_signals_distinguish_graceful_from_abort() {
+        let c = JobCancel::new();
+        c.apply(
+            1,
+            &ServerHints { job_status: Some(RemoteJobStatus::Canceling), update_interval: None },
+        );
+        assert!(c.is_requested() && !c.is_aborted());
+        c.apply(
+            1,
+            &ServerHints { job_status: Some(RemoteJobStatus::Canceled), update_interval: None },
+        );
+        assert!(c.is_requested() && c.is_aborted());
+    }
+}
