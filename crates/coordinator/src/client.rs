@@ -30,6 +30,13 @@ pub const LAST_UPDATE_HEADER: &str = "X-GitLab-Last-Update";
 /// Upper bound GitLab-Runner applies to the server's update interval.
 pub const MAX_UPDATE_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
+/// Receives one call per HTTP request (for metrics): endpoint, status (`None` when no response
+/// arrived) and duration.
+pub trait ApiObserver: Send + Sync {
+    /// Called after every request.
+    fn observe(&self, endpoint: Endpoint, status: Option<u16>, elapsed: Duration);
+}
+
 /// Settings for one runner's client.
 pub struct ClientConfig {
     /// GitLab URL as configured (`https://gitlab.example.com`); a trailing `/ci` is dropped.
@@ -46,6 +53,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Connection timeout.
     pub connect_timeout: Duration,
+    /// Sees every request's status and duration.
+    pub observer: Option<Arc<dyn ApiObserver>>,
 }
 
 impl ClientConfig {
@@ -64,6 +73,7 @@ impl ClientConfig {
             tls_ca_pem: None,
             request_timeout: Duration::from_secs(75),
             connect_timeout: Duration::from_secs(10),
+            observer: None,
         }
     }
 }
@@ -260,6 +270,7 @@ struct Inner {
     system_id: String,
     info: VersionInfo,
     user_agent: String,
+    observer: Option<Arc<dyn ApiObserver>>,
 }
 
 /// A client for one runner (one URL and runner token). Cheap to clone.
@@ -356,6 +367,7 @@ impl Client {
                 system_id: config.system_id,
                 info: config.info,
                 user_agent,
+                observer: config.observer,
             }),
         })
     }
@@ -387,8 +399,13 @@ impl Client {
         endpoint: Endpoint,
         builder: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
-        let response =
-            builder.send().await.map_err(|source| Error::Transport { endpoint, source })?;
+        let started = std::time::Instant::now();
+        let result = builder.send().await;
+        if let Some(observer) = &self.inner.observer {
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            observer.observe(endpoint, status, started.elapsed());
+        }
+        let response = result.map_err(|source| Error::Transport { endpoint, source })?;
         debug!(
             coordinator.endpoint = endpoint.as_str(),
             http.response.status_code = response.status().as_u16(),

@@ -8,8 +8,8 @@ pub mod outcome;
 pub mod wire;
 
 pub use client::{
-    Client, ClientConfig, JobCredentials, JobRequestResult, PatchOutcome, RemoteJobStatus,
-    Response, ServerHints, UpdateOutcome, Verification, generate_system_id,
+    ApiObserver, Client, ClientConfig, JobCredentials, JobRequestResult, PatchOutcome,
+    RemoteJobStatus, Response, ServerHints, UpdateOutcome, Verification, generate_system_id,
 };
 pub use error::{Endpoint, Error, Result};
 pub use joblog::{FinishReport, JobCancel, JobLog, JobLogConfig, LogWriter, Section};

@@ -1,0 +1,16 @@
+//! The runner daemon core: asks GitLab for jobs for several runners, runs each job through an
+//! [`Executor`], streams its log and reports the outcome, within `concurrent` / `limit` /
+//! `request_concurrency`, with graceful shutdown, Prometheus metrics and a health check.
+//!
+//! Settings are plain structs ([`DaemonSettings`], [`RunnerSettings`]); the binary maps the
+//! validated `config.toml` onto them.
+
+mod daemon;
+pub mod error;
+pub mod executor;
+pub mod metrics;
+
+pub use daemon::{Daemon, DaemonSettings, RunnerSettings, RunningDaemon, ShutdownReport};
+pub use error::{Error, Result};
+pub use executor::{Executor, ExecutorRegistry};
+pub use metrics::Metrics;

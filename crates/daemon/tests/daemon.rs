@@ -1,0 +1,429 @@
+//! The request loop with a test executor against `podrunner-coordinator-mock`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use podrunner_coordinator::wire::StepName;
+use podrunner_coordinator::{FailureReason, Job, JobCancel, JobLogConfig, JobOutcome, LogWriter};
+use podrunner_coordinator_mock::{JobState, MockCoordinator, MockJob};
+use podrunner_daemon::{Daemon, DaemonSettings, Executor, ExecutorRegistry, RunnerSettings};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Interprets script lines like a tiny shell: `echo TEXT`, `sleep MS` (stops on cancel),
+/// `exit N`, `system-fail MSG`. Runs `after_script` (echo only) unless aborted. Records how many
+/// jobs run at once, overall and per value of the job variable `SIDE`.
+#[derive(Default)]
+struct ShellSim {
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+    per_side: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+impl ShellSim {
+    fn enter(&self, side: &str) {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_running.fetch_max(now, Ordering::SeqCst);
+        let mut m = self.per_side.lock().expect("lock");
+        let e = m.entry(side.to_owned()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(e.0);
+    }
+
+    fn leave(&self, side: &str) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        if let Some(e) = self.per_side.lock().expect("lock").get_mut(side) {
+            e.0 -= 1;
+        }
+    }
+
+    fn max_for(&self, side: &str) -> usize {
+        self.per_side.lock().expect("lock").get(side).map_or(0, |e| e.1)
+    }
+
+    async fn script(lines: &[String], log: &LogWriter, cancel: &JobCancel) -> JobOutcome {
+        for line in lines {
+            log.writeln(&format!("$ {line}"));
+            let (cmd, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            match cmd {
+                "echo" => log.writeln(arg),
+                "sleep" => {
+                    let ms = arg.parse().unwrap_or(0);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                        () = cancel.requested().cancelled() => return JobOutcome::Canceled,
+                    }
+                }
+                "exit" => {
+                    let code = arg.parse().unwrap_or(1);
+                    if code != 0 {
+                        return JobOutcome::ScriptFailure { exit_code: code };
+                    }
+                    return JobOutcome::Success;
+                }
+                "system-fail" => {
+                    return JobOutcome::system(FailureReason::RunnerSystemFailure, arg);
+                }
+                _ => return JobOutcome::ScriptFailure { exit_code: 127 },
+            }
+        }
+        JobOutcome::Success
+    }
+}
+
+impl Executor for ShellSim {
+    fn run(&self, job: Arc<Job>, log: LogWriter, cancel: JobCancel) -> BoxFuture<'_, JobOutcome> {
+        Box::pin(async move {
+            let side = job
+                .variable("SIDE")
+                .map(|v| v.value.expose_secret().to_owned())
+                .unwrap_or_default();
+            self.enter(&side);
+            let script = job.step(&StepName::Script).map(|s| s.script.clone()).unwrap_or_default();
+            let outcome = Self::script(&script, &log, &cancel).await;
+            if !cancel.is_aborted()
+                && let Some(after) = job.step(&StepName::AfterScript)
+            {
+                for line in &after.script {
+                    if let Some(text) = line.strip_prefix("echo ") {
+                        log.writeln(text);
+                    }
+                }
+            }
+            self.leave(&side);
+            outcome
+        })
+    }
+}
+
+fn runner(name: &str, mock: &MockCoordinator) -> RunnerSettings {
+    let mut r =
+        RunnerSettings::new(name, mock.url(), SecretString::from(mock.runner_token()), "shell-sim");
+    r.job_log = JobLogConfig {
+        update_interval: Duration::from_millis(20),
+        // A silent job learns about `canceling` from the touch (as in gitlab-runner).
+        force_send_interval: Duration::from_millis(100),
+        retry_min_delay: Duration::from_millis(10),
+        retry_max_delay: Duration::from_millis(100),
+        ..JobLogConfig::default()
+    };
+    r.unhealthy_requests_limit = 1000;
+    r
+}
+
+fn settings(runners: Vec<RunnerSettings>) -> DaemonSettings {
+    let mut s = DaemonSettings::new(runners);
+    s.check_interval = Duration::from_millis(20);
+    s.shutdown_timeout = Duration::from_secs(5);
+    s
+}
+
+fn registry(sim: &Arc<ShellSim>) -> ExecutorRegistry {
+    ExecutorRegistry::new().with("shell-sim", Arc::clone(sim) as Arc<dyn Executor>)
+}
+
+async fn wait_all(jobs: &[podrunner_coordinator_mock::JobHandle]) {
+    for j in jobs {
+        let s = j.wait_finished(WAIT).await;
+        assert!(
+            matches!(s, JobState::Success | JobState::Failed | JobState::Canceled),
+            "job {} ended: {s:?}",
+            j.id()
+        );
+    }
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream =
+        tokio::net::TcpStream::connect(addr).await.expect("connect to the metrics listener");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("send request");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.expect("read response");
+    let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn two_runners_share_the_global_concurrent_limit() {
+    let (a, b) = (MockCoordinator::start().await, MockCoordinator::start().await);
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        jobs.push(
+            a.enqueue(
+                &MockJob::new(format!("a{i}"))
+                    .variable("SIDE", "a")
+                    .script(&["sleep 150", "echo done"]),
+            ),
+        );
+        jobs.push(
+            b.enqueue(
+                &MockJob::new(format!("b{i}"))
+                    .variable("SIDE", "b")
+                    .script(&["sleep 150", "echo done"]),
+            ),
+        );
+    }
+    let sim = Arc::new(ShellSim::default());
+    let mut s = settings(vec![runner("a", &a), runner("b", &b)]);
+    s.concurrent = 2;
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(s, &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    wait_all(&jobs).await;
+    shutdown.cancel();
+    let report = daemon.wait().await;
+    assert_eq!(report.jobs_reported, 6);
+    assert!(jobs.iter().all(|j| j.state() == JobState::Success));
+    assert_eq!(sim.max_running.load(Ordering::SeqCst), 2, "concurrent = 2 is used and respected");
+}
+
+#[tokio::test]
+async fn runner_limit_caps_its_jobs_even_with_several_request_workers() {
+    let mock = MockCoordinator::start().await;
+    let jobs: Vec<_> = (0..3)
+        .map(|i| {
+            mock.enqueue(
+                &MockJob::new(format!("j{i}")).variable("SIDE", "x").script(&["sleep 100"]),
+            )
+        })
+        .collect();
+    let sim = Arc::new(ShellSim::default());
+    let mut r = runner("limited", &mock);
+    r.limit = 1;
+    r.request_concurrency = 3;
+    let mut s = settings(vec![r]);
+    s.concurrent = 5;
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(s, &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    wait_all(&jobs).await;
+    shutdown.cancel();
+    daemon.wait().await;
+    assert_eq!(sim.max_for("x"), 1);
+}
+
+#[tokio::test]
+async fn outcomes_are_reported_with_exit_code_and_failure_reason() {
+    let mock = MockCoordinator::start().await;
+    let ok = mock.enqueue(&MockJob::new("ok").script(&["echo hello"]));
+    let fail = mock.enqueue(&MockJob::new("fail").script(&["echo bye", "exit 3"]));
+    let sys = mock.enqueue(&MockJob::new("sys").script(&["system-fail node gone"]));
+    let sim = Arc::new(ShellSim::default());
+    let mut s = settings(vec![runner("r", &mock)]);
+    s.concurrent = 3;
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(s, &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    wait_all(&[ok.clone(), fail.clone(), sys.clone()]).await;
+    shutdown.cancel();
+    daemon.wait().await;
+    assert_eq!(ok.state(), JobState::Success);
+    let trace = String::from_utf8_lossy(&ok.trace()).into_owned();
+    assert!(trace.starts_with("\x1b[1mRunning with podrunner"), "{trace}");
+    assert!(trace.contains("hello\n") && trace.contains("Job succeeded"));
+    let f = fail.final_update().expect("final update");
+    assert_eq!(
+        (f.state.as_str(), f.exit_code, f.failure_reason.as_deref()),
+        ("failed", Some(3), Some("script_failure"))
+    );
+    assert!(String::from_utf8_lossy(&fail.trace()).contains("ERROR: Job failed: exit code 3"));
+    let f = sys.final_update().expect("final update");
+    assert_eq!((f.exit_code, f.failure_reason.as_deref()), (None, Some("runner_system_failure")));
+    assert!(String::from_utf8_lossy(&sys.trace()).contains("(system failure): node gone"));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_running_jobs_finish_and_takes_no_new_job() {
+    let mock = MockCoordinator::start().await;
+    let running = mock.enqueue(&MockJob::new("long").script(&["sleep 400", "echo finished"]));
+    let sim = Arc::new(ShellSim::default());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    assert!(running.wait_trace_contains(b"$ sleep 400", WAIT).await);
+    let started = Instant::now();
+    shutdown.cancel();
+    let later = mock.enqueue(&MockJob::new("later"));
+    let report = daemon.wait().await;
+    assert!(started.elapsed() >= Duration::from_millis(250), "waited for the running job");
+    assert_eq!((report.jobs_reported, report.jobs_interrupted, report.jobs_abandoned), (1, 0, 0));
+    assert_eq!(running.state(), JobState::Success);
+    assert!(String::from_utf8_lossy(&running.trace()).contains("finished\n"));
+    assert_eq!(later.state(), JobState::Pending, "no job is taken after shutdown");
+}
+
+#[tokio::test]
+async fn jobs_outliving_the_shutdown_timeout_are_canceled_as_runner_interrupted() {
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(
+        &MockJob::new("endless")
+            .script(&["sleep 60000"])
+            .after_script(&["echo after"])
+            .failure_reasons(&["script_failure", "runner_interrupted"]),
+    );
+    let sim = Arc::new(ShellSim::default());
+    let mut s = settings(vec![runner("r", &mock)]);
+    s.shutdown_timeout = Duration::from_millis(200);
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(s, &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    assert!(job.wait_trace_contains(b"$ sleep 60000", WAIT).await);
+    shutdown.cancel();
+    let report = daemon.wait().await;
+    assert_eq!((report.jobs_interrupted, report.jobs_reported), (1, 1));
+    let f = job.final_update().expect("final update");
+    assert_eq!(
+        (f.state.as_str(), f.failure_reason.as_deref()),
+        ("failed", Some("runner_interrupted"))
+    );
+    let trace = String::from_utf8_lossy(&job.trace()).into_owned();
+    assert!(trace.contains("the runner is shutting down"), "{trace}");
+    assert!(!trace.contains("after\n"), "an aborted job skips after_script");
+}
+
+#[tokio::test]
+async fn graceful_cancel_from_gitlab_still_runs_after_script() {
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(
+        &MockJob::new("cancel").script(&["sleep 60000"]).after_script(&["echo cleaned up"]),
+    );
+    let sim = Arc::new(ShellSim::default());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    assert!(job.wait_trace_contains(b"$ sleep 60000", WAIT).await);
+    job.cancel_gracefully();
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Canceled);
+    let trace = String::from_utf8_lossy(&job.trace()).into_owned();
+    assert!(trace.contains("cleaned up\n"), "{trace}");
+    assert!(trace.contains("ERROR: Job failed: canceled"));
+    shutdown.cancel();
+    daemon.wait().await;
+}
+
+#[tokio::test]
+async fn job_timeout_aborts_the_job_with_job_execution_timeout() {
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(&MockJob::new("slow").script(&["sleep 60000"]).timeout(1));
+    let sim = Arc::new(ShellSim::default());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Failed);
+    let f = job.final_update().expect("final update");
+    assert_eq!(f.failure_reason.as_deref(), Some("job_execution_timeout"));
+    shutdown.cancel();
+    daemon.wait().await;
+}
+
+#[tokio::test]
+async fn runner_with_an_unknown_executor_refuses_to_start() {
+    let mock = MockCoordinator::start().await;
+    let mut r = runner("r", &mock);
+    r.executor = "docker".to_owned();
+    let err = Daemon::new(settings(vec![r]), &registry(&Arc::new(ShellSim::default())))
+        .expect_err("refused");
+    assert_eq!(err.kind(), "unknown_executor");
+    assert!(err.to_string().contains("\"docker\""), "{err}");
+    assert_eq!(mock.job_request_calls(), 0, "no job was requested");
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints_report_jobs_and_api_statuses() {
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(&MockJob::new("m"));
+    let sim = Arc::new(ShellSim::default());
+    let mut s = settings(vec![runner("metrics-runner", &mock)]);
+    s.listen_address = Some("127.0.0.1:0".to_owned());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(s, &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    let addr = daemon.metrics_addr().expect("listener bound");
+    job.wait_finished(WAIT).await;
+    // The counters are updated right after the final update; give the task a moment.
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = http_get(addr, "/metrics").await.1;
+        if body.contains(
+            "podrunner_jobs_finished_total{runner=\"metrics-runner\",state=\"success\"} 1",
+        ) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for needle in [
+        "gitlab_runner_jobs_total{runner=\"metrics-runner\"} 1",
+        "gitlab_runner_jobs{runner=\"metrics-runner\"} 0",
+        "podrunner_jobs_finished_total{runner=\"metrics-runner\",state=\"success\"} 1",
+        "gitlab_runner_api_request_statuses_total{runner=\"metrics-runner\",endpoint=\"request_job\",status=\"201\"} 1",
+        "gitlab_runner_api_request_statuses_total{runner=\"metrics-runner\",endpoint=\"update_job\",status=\"200\"}",
+        "gitlab_runner_api_request_duration_seconds_bucket{",
+        "gitlab_runner_concurrent 1",
+    ] {
+        assert!(body.contains(needle), "missing {needle} in:\n{body}");
+    }
+    assert_eq!(http_get(addr, "/health").await, (200, "ok\n".to_owned()));
+    shutdown.cancel();
+    daemon.wait().await;
+}
+
+#[tokio::test]
+async fn coordinator_outage_is_survived_and_counted() {
+    let mock = MockCoordinator::start().await;
+    mock.set_down(true);
+    let sim = Arc::new(ShellSim::default());
+    let mut s = settings(vec![runner("r", &mock)]);
+    s.listen_address = Some("127.0.0.1:0".to_owned());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(s, &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    let addr = daemon.metrics_addr().expect("listener bound");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let job = mock.enqueue(&MockJob::new("after-outage"));
+    mock.set_down(false);
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
+    let body = http_get(addr, "/metrics").await.1;
+    assert!(
+        body.contains("podrunner_job_request_errors_total{runner=\"r\",kind=\"transport\"}"),
+        "{body}"
+    );
+    shutdown.cancel();
+    daemon.wait().await;
+}
