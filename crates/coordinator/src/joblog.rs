@@ -32,7 +32,7 @@ use crate::outcome::JobOutcome;
 use crate::wire::{Job, JobState, JobUpdate, TraceOutput};
 
 /// Settings of a job log.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobLogConfig {
     /// Interval between trace patches until the server suggests one (default 3 s).
     pub update_interval: Duration,

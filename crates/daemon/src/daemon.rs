@@ -1,5 +1,6 @@
 //! The request loop: asks GitLab for jobs for every runner within `concurrent`, `limit` and
-//! `request_concurrency`, runs each job on its executor, and shuts down gracefully.
+//! `request_concurrency`, runs each job on its executor, reloads settings, and shuts down
+//! gracefully.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,123 +9,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use podrunner_coordinator::{
-    Client, ClientConfig, FailureReason, Job, JobLog, JobLogConfig, JobOutcome, VersionInfo,
-    generate_system_id,
-};
-use secrecy::SecretString;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use podrunner_coordinator::{Client, ClientConfig, JobLogConfig, VersionInfo, generate_system_id};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
+use crate::capacity::Capacity;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, ExecutorRegistry};
-use crate::metrics::{ErrorLabels, FailureLabels, Metrics, OutcomeLabels, RunnerLabels};
-
-/// Settings of one `[[runners]]` entry that the daemon uses.
-pub struct RunnerSettings {
-    /// `name` (description); also the metrics label.
-    pub name: String,
-    /// `url`.
-    pub url: String,
-    /// `token`.
-    pub token: SecretString,
-    /// The system id to announce; generated when `None`.
-    pub system_id: Option<String>,
-    /// `executor`: looked up in the [`ExecutorRegistry`].
-    pub executor: String,
-    /// `limit`: jobs at once for this runner; 0 means no limit.
-    pub limit: usize,
-    /// `request_concurrency`: job requests in flight at once (at least 1).
-    pub request_concurrency: usize,
-    /// `strict_check_interval`: wait `check_interval` even right after receiving a job.
-    pub strict_check_interval: bool,
-    /// `unhealthy_requests_limit` (at least 1; gitlab-runner's default is 3).
-    pub unhealthy_requests_limit: u32,
-    /// `unhealthy_interval` (gitlab-runner's default is 60 minutes).
-    pub unhealthy_interval: Duration,
-    /// PEM of `tls-ca-file`, read by the caller.
-    pub tls_ca_pem: Option<Vec<u8>>,
-    /// Job log settings: set `output_limit` from `output_limit` (KiB × 1024) and
-    /// `final_update_retry_limit` from `job_status_final_update_retry_limit`.
-    pub job_log: JobLogConfig,
-    /// Runner labels announced in `info.labels`.
-    pub labels: std::collections::BTreeMap<String, String>,
-}
-
-impl RunnerSettings {
-    /// Settings with gitlab-runner's defaults.
-    pub fn new(
-        name: impl Into<String>,
-        url: impl Into<String>,
-        token: SecretString,
-        executor: impl Into<String>,
-    ) -> Self {
-        Self {
-            name: name.into(),
-            url: url.into(),
-            token,
-            system_id: None,
-            executor: executor.into(),
-            limit: 0,
-            request_concurrency: 1,
-            strict_check_interval: false,
-            unhealthy_requests_limit: 3,
-            unhealthy_interval: Duration::from_secs(3600),
-            tls_ca_pem: None,
-            job_log: JobLogConfig::default(),
-            labels: std::collections::BTreeMap::new(),
-        }
-    }
-}
-
-impl fmt::Debug for RunnerSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunnerSettings")
-            .field("name", &self.name)
-            .field("url", &self.url)
-            .field("token", &"[MASKED]")
-            .field("executor", &self.executor)
-            .field("limit", &self.limit)
-            .field("request_concurrency", &self.request_concurrency)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Global settings of the daemon.
-#[derive(Debug)]
-pub struct DaemonSettings {
-    /// `concurrent`: jobs at once across all runners (at least 1).
-    pub concurrent: usize,
-    /// `check_interval`: pause between job requests that returned no job (3 s by default).
-    pub check_interval: Duration,
-    /// `shutdown_timeout`: how long running jobs may go on after a shutdown request (30 s).
-    pub shutdown_timeout: Duration,
-    /// `listen_address` (`host:port`) for `/metrics` and `/health`; `None`: no listener.
-    pub listen_address: Option<String>,
-    /// The runners.
-    pub runners: Vec<RunnerSettings>,
-}
-
-impl DaemonSettings {
-    /// gitlab-runner's defaults: `concurrent = 1`, `check_interval = 3s`,
-    /// `shutdown_timeout = 30s`, no listener.
-    pub fn new(runners: Vec<RunnerSettings>) -> Self {
-        Self {
-            concurrent: 1,
-            check_interval: Duration::from_secs(3),
-            shutdown_timeout: Duration::from_secs(30),
-            listen_address: None,
-            runners,
-        }
-    }
-}
+use crate::metrics::{ErrorLabels, Metrics, RunnerLabels};
+use crate::settings::{DaemonSettings, RunnerSettings};
 
 /// What happened to the jobs during the daemon's life.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Jobs whose final state was accepted by GitLab.
+    /// Jobs whose final state GitLab accepted (or that GitLab had canceled).
     pub jobs_reported: u64,
     /// Jobs whose final update failed.
     pub jobs_report_failed: u64,
@@ -134,26 +35,93 @@ pub struct ShutdownReport {
     pub jobs_abandoned: u64,
 }
 
-struct Runner {
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Runners started.
+    pub added: Vec<String>,
+    /// Runners stopped (their running jobs go on to their end).
+    pub removed: Vec<String>,
+    /// Runners whose request workers were restarted with new settings.
+    pub restarted: Vec<String>,
+    /// Runners left as they were (a changed `limit` applies in place).
+    pub unchanged: Vec<String>,
+}
+
+/// A runner's settings once checked, before it runs.
+struct RunnerSpec {
     name: String,
+    url: String,
+    token: SecretString,
+    executor_name: String,
     client: Client,
     executor: Arc<dyn Executor>,
-    limit: Arc<Semaphore>,
+    limit: usize,
     request_concurrency: usize,
     strict_check_interval: bool,
     unhealthy_requests_limit: u32,
     unhealthy_interval: Duration,
+    tls_ca_pem: Option<Vec<u8>>,
+    labels: std::collections::BTreeMap<String, String>,
+    system_id: Option<String>,
     job_log: JobLogConfig,
+}
+
+impl RunnerSpec {
+    /// Same GitLab and token: the same runner as far as GitLab is concerned.
+    fn same_identity(&self, other: &Self) -> bool {
+        self.url == other.url && self.token.expose_secret() == other.token.expose_secret()
+    }
+
+    /// Everything but `limit` equal: the request workers can stay.
+    fn same_settings(&self, other: &Self) -> bool {
+        self.same_identity(other)
+            && self.name == other.name
+            && self.executor_name == other.executor_name
+            && self.request_concurrency == other.request_concurrency
+            && self.strict_check_interval == other.strict_check_interval
+            && self.unhealthy_requests_limit == other.unhealthy_requests_limit
+            && self.unhealthy_interval == other.unhealthy_interval
+            && self.tls_ca_pem == other.tls_ca_pem
+            && self.labels == other.labels
+            && self.system_id == other.system_id
+            && self.job_log == other.job_log
+    }
+}
+
+/// A running runner: its client, executor and capacity.
+pub(crate) struct Runner {
+    spec: RunnerSpec,
+    pub(crate) limit: Arc<Capacity>,
+}
+
+impl Runner {
+    pub(crate) fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.spec.client
+    }
+
+    pub(crate) fn executor(&self) -> &Arc<dyn Executor> {
+        &self.spec.executor
+    }
+
+    pub(crate) fn job_log(&self) -> &JobLogConfig {
+        &self.spec.job_log
+    }
 }
 
 /// Counts running jobs and wakes waiters when none is left.
 #[derive(Default)]
-struct Active {
+pub(crate) struct Active {
     count: AtomicUsize,
     idle: Notify,
 }
 
-struct ActiveGuard(Arc<Active>);
+/// Held by a running job.
+pub(crate) struct ActiveGuard(Arc<Active>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -183,37 +151,127 @@ impl Active {
 }
 
 #[derive(Default)]
-struct Counters {
-    reported: AtomicU64,
-    report_failed: AtomicU64,
-    interrupted: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) reported: AtomicU64,
+    pub(crate) report_failed: AtomicU64,
+    pub(crate) interrupted: AtomicU64,
 }
 
-struct Shared {
-    metrics: Arc<Metrics>,
-    global: Arc<Semaphore>,
+/// State shared by the request workers and the jobs.
+pub(crate) struct Shared {
+    pub(crate) metrics: Arc<Metrics>,
+    global: Arc<Capacity>,
     active: Arc<Active>,
-    counters: Counters,
+    pub(crate) counters: Counters,
     /// Fires after `shutdown_timeout`: running jobs are canceled.
-    interrupt: CancellationToken,
+    pub(crate) interrupt: CancellationToken,
+    check_interval_ms: AtomicU64,
+}
+
+impl Shared {
+    fn check_interval(&self) -> Duration {
+        Duration::from_millis(self.check_interval_ms.load(Ordering::SeqCst))
+    }
+}
+
+fn non_zero_or(d: Duration, default: Duration) -> Duration {
+    if d.is_zero() { default } else { d }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn build_runner(
+    r: RunnerSettings,
+    executors: &ExecutorRegistry,
+    metrics: &Arc<Metrics>,
+) -> Result<RunnerSpec> {
+    let Some(executor) = executors.get(&r.executor) else {
+        return Err(Error::UnknownExecutor {
+            runner: r.name,
+            executor: r.executor,
+            supported: executors.names().join(", "),
+        });
+    };
+    let mut info = VersionInfo::podrunner(r.name.clone(), r.executor.clone());
+    info.labels = r.labels.clone();
+    let mut config = ClientConfig::new(
+        r.url.clone(),
+        r.token.clone(),
+        r.system_id.clone().unwrap_or_else(generate_system_id),
+        info,
+    );
+    config.tls_ca_pem = r.tls_ca_pem.clone();
+    config.observer = Some(metrics.observer(&r.name));
+    let client =
+        Client::new(config).map_err(|source| Error::Client { runner: r.name.clone(), source })?;
+    Ok(RunnerSpec {
+        name: r.name,
+        url: r.url,
+        token: r.token,
+        executor_name: r.executor,
+        client,
+        executor,
+        limit: r.limit,
+        request_concurrency: r.request_concurrency.max(1),
+        strict_check_interval: r.strict_check_interval,
+        unhealthy_requests_limit: r.unhealthy_requests_limit.max(1),
+        unhealthy_interval: r.unhealthy_interval,
+        tls_ca_pem: r.tls_ca_pem,
+        labels: r.labels,
+        system_id: r.system_id,
+        job_log: r.job_log,
+    })
+}
+
+/// Checked global settings plus runner specs.
+struct Plan {
+    concurrent: usize,
     check_interval: Duration,
+    shutdown_timeout: Duration,
+    runners: Vec<RunnerSpec>,
+}
+
+fn plan(
+    settings: DaemonSettings,
+    executors: &ExecutorRegistry,
+    metrics: &Arc<Metrics>,
+) -> Result<Plan> {
+    if settings.runners.is_empty() {
+        return Err(Error::NoRunners);
+    }
+    if settings.concurrent == 0 {
+        return Err(Error::ZeroConcurrent);
+    }
+    let mut runners = Vec::new();
+    for r in settings.runners {
+        runners.push(build_runner(r, executors, metrics)?);
+    }
+    Ok(Plan {
+        concurrent: settings.concurrent,
+        check_interval: non_zero_or(settings.check_interval, Duration::from_secs(3)),
+        shutdown_timeout: non_zero_or(settings.shutdown_timeout, Duration::from_secs(30)),
+        runners,
+    })
 }
 
 /// The daemon, ready to start.
 pub struct Daemon {
-    runners: Vec<Arc<Runner>>,
+    plan: Plan,
     metrics: Arc<Metrics>,
-    concurrent: usize,
-    check_interval: Duration,
-    shutdown_timeout: Duration,
     listen_address: Option<String>,
+    executors: ExecutorRegistry,
 }
 
 impl fmt::Debug for Daemon {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Daemon")
-            .field("runners", &self.runners.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
-            .field("concurrent", &self.concurrent)
+            .field(
+                "runners",
+                &self.plan.runners.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            )
+            .field("concurrent", &self.plan.concurrent)
             .finish_non_exhaustive()
     }
 }
@@ -226,71 +284,10 @@ impl Daemon {
     /// No runner, `concurrent = 0`, a runner whose executor is not in `executors` (the daemon
     /// refuses to start rather than pretend to run jobs), or a client that cannot be built.
     pub fn new(settings: DaemonSettings, executors: &ExecutorRegistry) -> Result<Self> {
-        if settings.runners.is_empty() {
-            return Err(Error::NoRunners);
-        }
-        if settings.concurrent == 0 {
-            return Err(Error::ZeroConcurrent);
-        }
         let metrics = Arc::new(Metrics::new());
-        metrics.concurrent.set(i64::try_from(settings.concurrent).unwrap_or(i64::MAX));
-        let mut runners = Vec::new();
-        for r in settings.runners {
-            let Some(executor) = executors.get(&r.executor) else {
-                return Err(Error::UnknownExecutor {
-                    runner: r.name,
-                    executor: r.executor,
-                    supported: executors.names().join(", "),
-                });
-            };
-            let mut info = VersionInfo::podrunner(r.name.clone(), r.executor.clone());
-            info.labels = r.labels;
-            let mut config = ClientConfig::new(
-                r.url,
-                r.token,
-                r.system_id.unwrap_or_else(generate_system_id),
-                info,
-            );
-            config.tls_ca_pem = r.tls_ca_pem;
-            config.observer = Some(metrics.observer(&r.name));
-            let client = Client::new(config)
-                .map_err(|source| Error::Client { runner: r.name.clone(), source })?;
-            // A Semaphore holds at most `Semaphore::MAX_PERMITS`; 0 means no limit.
-            let limit = if r.limit == 0 { Semaphore::MAX_PERMITS } else { r.limit };
-            metrics
-                .limit
-                .get_or_create(&RunnerLabels { runner: r.name.clone() })
-                .set(i64::try_from(r.limit).unwrap_or(i64::MAX));
-            runners.push(Arc::new(Runner {
-                name: r.name,
-                client,
-                executor,
-                limit: Arc::new(Semaphore::new(limit)),
-                request_concurrency: r.request_concurrency.max(1),
-                strict_check_interval: r.strict_check_interval,
-                unhealthy_requests_limit: r.unhealthy_requests_limit.max(1),
-                unhealthy_interval: r.unhealthy_interval,
-                job_log: r.job_log,
-            }));
-        }
-        let check_interval = if settings.check_interval.is_zero() {
-            Duration::from_secs(3)
-        } else {
-            settings.check_interval
-        };
-        let shutdown_timeout = if settings.shutdown_timeout.is_zero() {
-            Duration::from_secs(30)
-        } else {
-            settings.shutdown_timeout
-        };
-        Ok(Self {
-            runners,
-            metrics,
-            concurrent: settings.concurrent,
-            check_interval,
-            shutdown_timeout,
-            listen_address: settings.listen_address,
-        })
+        let listen_address = settings.listen_address.clone();
+        let plan = plan(settings, executors, &metrics)?;
+        Ok(Self { plan, metrics, listen_address, executors: executors.clone() })
     }
 
     /// The daemon's metrics.
@@ -311,9 +308,9 @@ impl Daemon {
         let http_stop = CancellationToken::new();
         let metrics_addr = match &self.listen_address {
             Some(address) => {
-                let listener = tokio::net::TcpListener::bind(address.as_str())
-                    .await
-                    .map_err(|source| Error::Listen { address: address.clone(), source })?;
+                let listen_error = |source| Error::Listen { address: address.clone(), source };
+                let listener =
+                    tokio::net::TcpListener::bind(address.as_str()).await.map_err(listen_error)?;
                 let addr = crate::metrics::serve(
                     listener,
                     Arc::clone(&self.metrics),
@@ -327,8 +324,11 @@ impl Daemon {
             }
             None => None,
         };
-        let handle = tokio::spawn(self.run(shutdown, healthy, http_stop));
-        Ok(RunningDaemon { metrics_addr, handle })
+        let (commands, receiver) = mpsc::channel(4);
+        let metrics = Arc::clone(&self.metrics);
+        let executors = self.executors.clone();
+        let handle = tokio::spawn(self.run(shutdown, healthy, http_stop, receiver));
+        Ok(RunningDaemon { metrics_addr, handle, commands, metrics, executors })
     }
 
     async fn run(
@@ -336,39 +336,51 @@ impl Daemon {
         shutdown: CancellationToken,
         healthy: Arc<AtomicBool>,
         http_stop: CancellationToken,
+        mut commands: mpsc::Receiver<Command>,
     ) -> ShutdownReport {
+        let Plan { concurrent, check_interval, mut shutdown_timeout, runners } = self.plan;
+        self.metrics.concurrent.set(i64::try_from(concurrent).unwrap_or(i64::MAX));
         let shared = Arc::new(Shared {
             metrics: Arc::clone(&self.metrics),
-            global: Arc::new(Semaphore::new(self.concurrent)),
+            global: Capacity::new(concurrent),
             active: Arc::new(Active::default()),
             counters: Counters::default(),
             interrupt: CancellationToken::new(),
-            check_interval: self.check_interval,
+            check_interval_ms: AtomicU64::new(duration_ms(check_interval)),
         });
-        let mut workers = Vec::new();
-        for runner in &self.runners {
-            for worker in 0..runner.request_concurrency {
-                let span = info_span!("runner", runner.name = %runner.name, runner.worker = worker);
-                workers.push(tokio::spawn(
-                    request_loop(Arc::clone(runner), Arc::clone(&shared), shutdown.clone())
-                        .instrument(span),
-                ));
+        let mut entries: Vec<Entry> = runners
+            .into_iter()
+            .map(|spec| {
+                let limit = Capacity::new(spec.limit);
+                Entry::start(Arc::new(Runner { spec, limit }), &shared, &shutdown)
+            })
+            .collect();
+        info!(runners = entries.len(), concurrent, "daemon started");
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                command = commands.recv() => match command {
+                    Some(Command::Reload { plan, reply }) => {
+                        shutdown_timeout = plan.shutdown_timeout;
+                        let report = reload(&mut entries, plan, &shared, &shutdown);
+                        info!(?report, "settings reloaded");
+                        let _ = reply.send(report);
+                    }
+                    None => shutdown.cancelled().await,
+                },
             }
         }
-        info!(runners = self.runners.len(), concurrent = self.concurrent, "daemon started");
-        shutdown.cancelled().await;
         healthy.store(false, Ordering::SeqCst);
         info!("shutdown requested: no new jobs, waiting for running jobs");
-        for w in workers {
-            let _ = w.await;
+        for entry in entries {
+            entry.stop().await;
         }
         let mut report = ShutdownReport::default();
-        if tokio::time::timeout(self.shutdown_timeout, shared.active.wait_idle()).await.is_err() {
+        if tokio::time::timeout(shutdown_timeout, shared.active.wait_idle()).await.is_err() {
             let running = shared.active.count.load(Ordering::SeqCst);
             warn!(jobs.running = running, "shutdown timeout reached, canceling running jobs");
             shared.interrupt.cancel();
-            if tokio::time::timeout(self.shutdown_timeout, shared.active.wait_idle()).await.is_err()
-            {
+            if tokio::time::timeout(shutdown_timeout, shared.active.wait_idle()).await.is_err() {
                 report.jobs_abandoned = shared.active.count.load(Ordering::SeqCst) as u64;
                 warn!(jobs.abandoned = report.jobs_abandoned, "jobs did not end, giving up");
             }
@@ -382,17 +394,125 @@ impl Daemon {
     }
 }
 
+/// A runner with its request workers.
+struct Entry {
+    runner: Arc<Runner>,
+    stop: CancellationToken,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Entry {
+    fn start(runner: Arc<Runner>, shared: &Arc<Shared>, shutdown: &CancellationToken) -> Self {
+        let stop = shutdown.child_token();
+        let workers = (0..runner.spec.request_concurrency)
+            .map(|worker| {
+                let span =
+                    info_span!("runner", runner.name = %runner.name(), runner.worker = worker);
+                tokio::spawn(
+                    request_loop(Arc::clone(&runner), Arc::clone(shared), stop.clone())
+                        .instrument(span),
+                )
+            })
+            .collect();
+        shared
+            .metrics
+            .limit
+            .get_or_create(&RunnerLabels { runner: runner.name().to_owned() })
+            .set(i64::try_from(runner.spec.limit).unwrap_or(i64::MAX));
+        Self { runner, stop, workers }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for w in self.workers {
+            let _ = w.await;
+        }
+    }
+}
+
+fn reload(
+    entries: &mut Vec<Entry>,
+    plan: Plan,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) -> ReloadReport {
+    let mut report = ReloadReport::default();
+    shared.global.set_limit(plan.concurrent);
+    shared.metrics.concurrent.set(i64::try_from(plan.concurrent).unwrap_or(i64::MAX));
+    shared.check_interval_ms.store(duration_ms(plan.check_interval), Ordering::SeqCst);
+    let mut old: Vec<Option<Entry>> = std::mem::take(entries).into_iter().map(Some).collect();
+    for spec in plan.runners {
+        let found =
+            old.iter().position(|e| e.as_ref().is_some_and(|e| e.runner.spec.same_identity(&spec)));
+        let previous = found.and_then(|i| old[i].take());
+        match previous {
+            Some(entry) if entry.runner.spec.same_settings(&spec) => {
+                entry.runner.limit.set_limit(spec.limit);
+                report.unchanged.push(spec.name.clone());
+                entries.push(entry);
+            }
+            Some(entry) => {
+                // Keep the capacity so jobs still running count against the new limit.
+                let limit = Arc::clone(&entry.runner.limit);
+                limit.set_limit(spec.limit);
+                entry.stop.cancel();
+                report.restarted.push(spec.name.clone());
+                entries.push(Entry::start(Arc::new(Runner { spec, limit }), shared, shutdown));
+            }
+            None => {
+                report.added.push(spec.name.clone());
+                let limit = Capacity::new(spec.limit);
+                entries.push(Entry::start(Arc::new(Runner { spec, limit }), shared, shutdown));
+            }
+        }
+    }
+    for entry in old.into_iter().flatten() {
+        report.removed.push(entry.runner.name().to_owned());
+        entry.stop.cancel();
+    }
+    report
+}
+
+enum Command {
+    Reload { plan: Plan, reply: oneshot::Sender<ReloadReport> },
+}
+
 /// A started daemon.
-#[derive(Debug)]
 pub struct RunningDaemon {
     metrics_addr: Option<SocketAddr>,
     handle: JoinHandle<ShutdownReport>,
+    commands: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
+    executors: ExecutorRegistry,
+}
+
+impl fmt::Debug for RunningDaemon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningDaemon")
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunningDaemon {
     /// Where `/metrics` and `/health` are served.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Applies new settings without stopping running jobs: new runners start, removed ones stop
+    /// requesting (their jobs run to their end), changed ones restart their request workers,
+    /// and `concurrent`, `limit`, `check_interval` and `shutdown_timeout` take effect. The
+    /// listen address is not rebound.
+    ///
+    /// # Errors
+    ///
+    /// The new settings are invalid (the daemon keeps the old ones), or the daemon has ended.
+    pub async fn reload(&self, settings: DaemonSettings) -> Result<ReloadReport> {
+        let plan = plan(settings, &self.executors, &self.metrics)?;
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Reload { plan, reply }).await.map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)
     }
 
     /// Waits for the daemon to end (after its shutdown token fired).
@@ -407,210 +527,98 @@ impl RunningDaemon {
     }
 }
 
-/// Sleeps `d` unless `shutdown` fires first; returns whether it slept the whole time.
-async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
+/// Sleeps `d` unless `stop` fires first; returns whether it slept the whole time.
+async fn pause(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         () = tokio::time::sleep(d) => true,
-        () = shutdown.cancelled() => false,
+        () = stop.cancelled() => false,
     }
 }
 
-async fn request_loop(runner: Arc<Runner>, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let labels = RunnerLabels { runner: runner.name.clone() };
+fn request_backoff(check_interval: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(check_interval.min(Duration::from_secs(1)))
+        .with_max_delay(check_interval.max(Duration::from_secs(60)))
+        .without_max_times()
+        .build()
+}
+
+async fn request_loop(runner: Arc<Runner>, shared: Arc<Shared>, stop: CancellationToken) {
+    let labels = RunnerLabels { runner: runner.name().to_owned() };
     let mut last_update: Option<String> = None;
     let mut failures = 0u32;
-    let mut backoff = ExponentialBuilder::default()
-        .with_jitter()
-        .with_min_delay(shared.check_interval.min(Duration::from_secs(1)))
-        .with_max_delay(shared.check_interval.max(Duration::from_secs(60)))
-        .without_max_times()
-        .build();
+    let mut backoff = request_backoff(shared.check_interval());
     loop {
         // Capacity first: never ask for a job that could not start.
-        let runner_permit = tokio::select! {
-            p = Arc::clone(&runner.limit).acquire_owned() => p,
-            () = shutdown.cancelled() => return,
+        let runner_slot = tokio::select! {
+            s = runner.limit.acquire() => s,
+            () = stop.cancelled() => return,
         };
-        let global_permit = tokio::select! {
-            p = Arc::clone(&shared.global).acquire_owned() => p,
-            () = shutdown.cancelled() => return,
-        };
-        let (Ok(runner_permit), Ok(global_permit)) = (runner_permit, global_permit) else {
-            return;
+        let global_slot = tokio::select! {
+            s = shared.global.acquire() => s,
+            () = stop.cancelled() => return,
         };
         let result = tokio::select! {
-            r = runner.client.request_job(last_update.as_deref()) => r,
-            () = shutdown.cancelled() => return,
+            r = runner.client().request_job(last_update.as_deref()) => r,
+            () = stop.cancelled() => return,
         };
         match result {
             Ok(response) => {
                 failures = 0;
-                backoff = ExponentialBuilder::default()
-                    .with_jitter()
-                    .with_min_delay(shared.check_interval.min(Duration::from_secs(1)))
-                    .with_max_delay(shared.check_interval.max(Duration::from_secs(60)))
-                    .without_max_times()
-                    .build();
+                backoff = request_backoff(shared.check_interval());
                 if response.last_update.is_some() {
                     last_update = response.last_update;
                 }
                 if let Some(job) = response.job {
                     shared.metrics.jobs_started.get_or_create(&labels).inc();
                     let guard = shared.active.enter();
-                    let span = info_span!("job", job.id = job.id, runner.name = %runner.name);
+                    let span = info_span!("job", job.id = job.id, runner.name = %runner.name());
                     tokio::spawn(
-                        run_job(
+                        crate::job::run_job(
                             Arc::clone(&runner),
                             Arc::clone(&shared),
                             Arc::from(job),
-                            (runner_permit, global_permit),
+                            (runner_slot, global_slot),
                             guard,
                         )
                         .instrument(span),
                     );
-                    if runner.strict_check_interval
-                        && !pause(shared.check_interval, &shutdown).await
+                    if runner.spec.strict_check_interval
+                        && !pause(shared.check_interval(), &stop).await
                     {
                         return;
                     }
                 } else {
-                    drop((runner_permit, global_permit));
-                    if !pause(shared.check_interval, &shutdown).await {
+                    drop((runner_slot, global_slot));
+                    if !pause(shared.check_interval(), &stop).await {
                         return;
                     }
                 }
             }
             Err(e) => {
-                drop((runner_permit, global_permit));
+                drop((runner_slot, global_slot));
                 shared
                     .metrics
                     .request_errors
                     .get_or_create(&ErrorLabels {
-                        runner: runner.name.clone(),
+                        runner: runner.name().to_owned(),
                         kind: e.kind().to_owned(),
                     })
                     .inc();
                 failures += 1;
                 warn!(error = %e, error.kind = e.kind(), failures, "job request failed");
-                let delay = if failures >= runner.unhealthy_requests_limit {
-                    warn!(pause = ?runner.unhealthy_interval, "runner is unhealthy, pausing requests");
+                let delay = if failures >= runner.spec.unhealthy_requests_limit {
+                    warn!(pause = ?runner.spec.unhealthy_interval, "runner is unhealthy, pausing requests");
                     failures = 0;
-                    runner.unhealthy_interval
+                    runner.spec.unhealthy_interval
                 } else {
-                    backoff.next().unwrap_or(shared.check_interval)
+                    backoff.next().unwrap_or(shared.check_interval())
                 };
-                if !pause(delay, &shutdown).await {
+                if !pause(delay, &stop).await {
                     return;
                 }
             }
         }
     }
-}
-
-fn closing_line(outcome: &JobOutcome) -> String {
-    match outcome {
-        JobOutcome::Success => "\x1b[32;1mJob succeeded\x1b[0;m".to_owned(),
-        JobOutcome::ScriptFailure { exit_code } => {
-            format!("\x1b[31;1mERROR: Job failed: exit code {exit_code}\x1b[0;m")
-        }
-        JobOutcome::Timeout => {
-            "\x1b[31;1mERROR: Job failed: execution took longer than the job timeout\x1b[0;m"
-                .to_owned()
-        }
-        JobOutcome::Canceled => "\x1b[31;1mERROR: Job failed: canceled\x1b[0;m".to_owned(),
-        JobOutcome::SystemFailure { message, .. } => {
-            format!("\x1b[31;1mERROR: Job failed (system failure): {message}\x1b[0;m")
-        }
-        _ => "\x1b[31;1mERROR: Job failed\x1b[0;m".to_owned(),
-    }
-}
-
-async fn run_job(
-    runner: Arc<Runner>,
-    shared: Arc<Shared>,
-    job: Arc<Job>,
-    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-    _guard: ActiveGuard,
-) {
-    let labels = RunnerLabels { runner: runner.name.clone() };
-    shared.metrics.jobs_running.get_or_create(&labels).inc();
-    info!(job.name = %job.job_info.name, "job received");
-    let log = JobLog::start(runner.client.clone(), &job, runner.job_log.clone());
-    let writer = log.writer();
-    let cancel = log.cancel();
-    writer.writeln(&format!(
-        "\x1b[1mRunning with podrunner {}\x1b[0;m\n\x1b[0;m  on {}\x1b[0;m",
-        env!("CARGO_PKG_VERSION"),
-        runner.name
-    ));
-    let timeout = job.runner_info.timeout.filter(|t| *t > 0).map(Duration::from_secs);
-    let deadline = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(deadline);
-    let mut run = runner.executor.run(Arc::clone(&job), writer.clone(), cancel.clone());
-    let mut timed_out = false;
-    let mut interrupted = false;
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut run => break outcome,
-            () = &mut deadline, if !timed_out => {
-                timed_out = true;
-                warn!("job timeout reached, aborting the job");
-                cancel.abort();
-            }
-            () = shared.interrupt.cancelled(), if !interrupted => {
-                interrupted = true;
-                writer.writeln("\x1b[31;1mERROR: the runner is shutting down, canceling the job\x1b[0;m");
-                cancel.abort();
-            }
-        }
-    };
-    let outcome = if timed_out {
-        JobOutcome::Timeout
-    } else if interrupted {
-        shared.counters.interrupted.fetch_add(1, Ordering::SeqCst);
-        JobOutcome::system(FailureReason::RunnerInterrupted, "the runner was shut down")
-    } else {
-        outcome
-    };
-    writer.writeln(&closing_line(&outcome));
-    let state = match log.finish(&outcome).await {
-        Ok(report) => {
-            debug!(trace.bytes = report.bytes_sent, "final update accepted");
-            shared.counters.reported.fetch_add(1, Ordering::SeqCst);
-            outcome.label().to_owned()
-        }
-        Err(podrunner_coordinator::Error::JobAborted { .. }) => {
-            info!("job was canceled on the coordinator");
-            shared.counters.reported.fetch_add(1, Ordering::SeqCst);
-            "aborted".to_owned()
-        }
-        Err(e) => {
-            warn!(error = %e, error.kind = e.kind(), "final job update failed");
-            shared.counters.report_failed.fetch_add(1, Ordering::SeqCst);
-            "report_failed".to_owned()
-        }
-    };
-    if let Some(reason) = outcome.failure_reason() {
-        shared
-            .metrics
-            .jobs_failed
-            .get_or_create(&FailureLabels {
-                runner: runner.name.clone(),
-                failure_reason: reason.as_str().to_owned(),
-            })
-            .inc();
-    }
-    shared
-        .metrics
-        .jobs_finished
-        .get_or_create(&OutcomeLabels { runner: runner.name.clone(), state })
-        .inc();
-    shared.metrics.jobs_running.get_or_create(&labels).dec();
-    info!(job.outcome = outcome.label(), "job ended");
-    drop(permits);
 }

@@ -34,6 +34,9 @@ pub enum Error {
         #[source]
         source: podrunner_coordinator::Error,
     },
+    /// The daemon has already ended.
+    #[error("the daemon has stopped")]
+    Stopped,
     /// The metrics listener could not be bound.
     #[error("failed to listen on {address}")]
     Listen {
@@ -54,6 +57,7 @@ impl Error {
             Self::UnknownExecutor { .. } => "unknown_executor",
             Self::Client { .. } => "client",
             Self::Listen { .. } => "listen",
+            Self::Stopped => "stopped",
         }
     }
 }

@@ -5,12 +5,16 @@
 //! Settings are plain structs ([`DaemonSettings`], [`RunnerSettings`]); the binary maps the
 //! validated `config.toml` onto them.
 
+mod capacity;
 mod daemon;
 pub mod error;
 pub mod executor;
+mod job;
 pub mod metrics;
+mod settings;
 
-pub use daemon::{Daemon, DaemonSettings, RunnerSettings, RunningDaemon, ShutdownReport};
+pub use daemon::{Daemon, ReloadReport, RunningDaemon, ShutdownReport};
 pub use error::{Error, Result};
 pub use executor::{Executor, ExecutorRegistry};
 pub use metrics::Metrics;
+pub use settings::{DaemonSettings, RunnerSettings};

@@ -427,3 +427,94 @@ async fn coordinator_outage_is_survived_and_counted() {
     shutdown.cancel();
     daemon.wait().await;
 }
+
+#[tokio::test]
+async fn reload_adds_and_removes_runners_while_running_jobs_go_on() {
+    let (a, b) = (MockCoordinator::start().await, MockCoordinator::start().await);
+    let long = a.enqueue(&MockJob::new("long").script(&["sleep 400", "echo end of long"]));
+    let sim = Arc::new(ShellSim::default());
+    let shutdown = CancellationToken::new();
+    let mut s = settings(vec![runner("a", &a)]);
+    s.concurrent = 4;
+    let daemon = Daemon::new(s, &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    assert!(long.wait_trace_contains(b"$ sleep 400", WAIT).await);
+    let mut s = settings(vec![runner("b", &b)]);
+    s.concurrent = 4;
+    let report = daemon.reload(s).await.expect("reload");
+    assert_eq!((report.added, report.removed), (vec!["b".to_owned()], vec!["a".to_owned()]));
+    let on_b = b.enqueue(&MockJob::new("on-b"));
+    assert_eq!(on_b.wait_finished(WAIT).await, JobState::Success);
+    assert_eq!(
+        long.wait_finished(WAIT).await,
+        JobState::Success,
+        "the removed runner's job finished"
+    );
+    let on_a = a.enqueue(&MockJob::new("on-a"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(on_a.state(), JobState::Pending, "a removed runner takes no job");
+    shutdown.cancel();
+    daemon.wait().await;
+}
+
+#[tokio::test]
+async fn invalid_reload_keeps_the_old_settings() {
+    let mock = MockCoordinator::start().await;
+    let sim = Arc::new(ShellSim::default());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    let mut bad = runner("r", &mock);
+    bad.executor = "docker".to_owned();
+    let err = daemon.reload(settings(vec![bad])).await.expect_err("unknown executor is refused");
+    assert_eq!(err.kind(), "unknown_executor");
+    let err = daemon.reload(settings(Vec::new())).await.expect_err("no runner is refused");
+    assert_eq!(err.kind(), "no_runners");
+    let job = mock.enqueue(&MockJob::new("still-served"));
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
+    let report = daemon.reload(settings(vec![runner("r", &mock)])).await.expect("same settings");
+    assert_eq!(report.unchanged, ["r"]);
+    shutdown.cancel();
+    daemon.wait().await;
+}
+
+#[tokio::test]
+async fn reload_raises_concurrent_for_waiting_jobs() {
+    let mock = MockCoordinator::start().await;
+    let jobs: Vec<_> = (0..2)
+        .map(|i| mock.enqueue(&MockJob::new(format!("j{i}")).script(&["sleep 500"])))
+        .collect();
+    let sim = Arc::new(ShellSim::default());
+    let shutdown = CancellationToken::new();
+    let mut r = runner("r", &mock);
+    r.request_concurrency = 2;
+    let daemon = Daemon::new(settings(vec![r]), &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    assert!(jobs[0].wait_trace_contains(b"$ sleep 500", WAIT).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sim.running.load(Ordering::SeqCst), 1, "concurrent = 1");
+    let mut r = runner("r", &mock);
+    r.request_concurrency = 2;
+    let mut s = settings(vec![r]);
+    s.concurrent = 2;
+    let report = daemon.reload(s).await.expect("reload");
+    assert_eq!(report.unchanged, ["r"]);
+    assert!(jobs[1].wait_trace_contains(b"$ sleep 500", WAIT).await);
+    assert_eq!(
+        sim.max_running.load(Ordering::SeqCst),
+        2,
+        "the second job started before the first ended"
+    );
+    wait_all(&jobs).await;
+    shutdown.cancel();
+    daemon.wait().await;
+}
