@@ -4,4 +4,7 @@
 //! This crate is test infrastructure. It is never linked into the shipped `runner` binary.
 //! The two halves meet only through the traits in [`contract`].
 
+pub mod apiserver;
+pub mod cluster;
 pub mod contract;
+pub mod node;

@@ -1,0 +1,280 @@
+//! Assembly of the local cluster and the test-support API.
+//!
+//! [`LocalCluster::start`] starts the node half (private containerd, images, agent), then the
+//! API server bound to it, and writes under the cluster directory:
+//!
+//! ```text
+//! <dir>/kubeconfig    a normal kubeconfig for http://127.0.0.1:<port>
+//! <dir>/seccomp/      the seccomp root (example profiles under profiles/)
+//! <dir>/containerd/   the node's containerd (see crate::node)
+//! ```
+//!
+//! Everything stops when the [`LocalCluster`] is dropped, also while a test panics;
+//! [`LocalCluster::shutdown`] stops it more gracefully (removes pod sandboxes first).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    apiserver::{ApiServer, ApiServerError, ApiServerSettings, KubeVersion},
+    contract::{ClusterView, NodeRuntime},
+    node::{self, LocalNode, NodeOptions},
+};
+
+/// Errors of the cluster assembly.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The node half failed to start.
+    #[error("failed to start the node")]
+    Node(#[source] node::Error),
+    /// The API server failed to start.
+    #[error("failed to start the api server")]
+    ApiServer(#[source] ApiServerError),
+    /// Writing a file of the cluster failed.
+    #[error("failed to write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Building a client from the kubeconfig failed.
+    #[error("failed to build a kube client from {path}")]
+    Client {
+        /// The kubeconfig.
+        path: PathBuf,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ClusterError {
+    /// A stable label for test output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Node(_) => "node",
+            Self::ApiServer(_) => "api_server",
+            Self::Write { .. } => "write",
+            Self::Client { .. } => "client",
+        }
+    }
+}
+
+/// Options of a local cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Everything of the cluster lives here. Keep it short: containerd's socket must fit in
+    /// 107 bytes.
+    pub dir: PathBuf,
+    /// The Kubernetes version the API server reports (and gates fields by).
+    pub kubernetes_version: KubeVersion,
+    /// Where image archives are cached across clusters.
+    pub image_cache: PathBuf,
+    /// The API server port (0 picks a free one).
+    pub port: u16,
+    /// The node's name.
+    pub node_name: String,
+}
+
+impl ClusterOptions {
+    /// A cluster in `dir` reporting Kubernetes 1.33, images cached in the system temp directory.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            kubernetes_version: KubeVersion { minor: 33, patch: 0 },
+            image_cache: default_image_cache(),
+            port: 0,
+            node_name: "local-node".to_owned(),
+        }
+    }
+
+    /// Sets the reported Kubernetes version.
+    #[must_use]
+    pub fn kubernetes_version(mut self, version: KubeVersion) -> Self {
+        self.kubernetes_version = version;
+        self
+    }
+}
+
+/// The shared image archive cache: `$LOCAL_CLUSTER_IMAGE_CACHE` or `<tmp>/podrunner-local-cluster-images`.
+pub fn default_image_cache() -> PathBuf {
+    std::env::var_os("LOCAL_CLUSTER_IMAGE_CACHE")
+        .map_or_else(|| std::env::temp_dir().join("podrunner-local-cluster-images"), PathBuf::from)
+}
+
+/// A running local cluster: API server plus node. Dropping it stops everything.
+#[derive(Debug)]
+pub struct LocalCluster {
+    // Field order is drop order: stop serving first, then the node and its containerd.
+    apiserver: ApiServer,
+    node: Option<LocalNode>,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    seccomp_root: PathBuf,
+    startup: Duration,
+}
+
+impl LocalCluster {
+    /// Starts the real node (containerd + images + agent) and the API server.
+    pub async fn start(options: ClusterOptions) -> Result<Self, ClusterError> {
+        let started = Instant::now();
+        let node = LocalNode::start(NodeOptions {
+            dir: options.dir.clone(),
+            image_cache: options.image_cache.clone(),
+            node_name: options.node_name.clone(),
+        })
+        .await
+        .map_err(ClusterError::Node)?;
+        let seccomp_root = node.seccomp_root().to_path_buf();
+        let runtime: Arc<dyn NodeRuntime> = node.agent();
+        Self::assemble(options, runtime, Some(node), seccomp_root, started).await
+    }
+
+    /// Starts the API server with any [`NodeRuntime`] (for API-level tests with a fake node).
+    /// The seccomp root still receives the example profiles.
+    pub async fn start_with_runtime(
+        options: ClusterOptions,
+        runtime: Arc<dyn NodeRuntime>,
+    ) -> Result<Self, ClusterError> {
+        let started = Instant::now();
+        let seccomp_root = options.dir.join("seccomp");
+        node::install_example_profiles(&seccomp_root).map_err(ClusterError::Node)?;
+        Self::assemble(options, runtime, None, seccomp_root, started).await
+    }
+
+    async fn assemble(
+        options: ClusterOptions,
+        runtime: Arc<dyn NodeRuntime>,
+        node: Option<LocalNode>,
+        seccomp_root: PathBuf,
+        started: Instant,
+    ) -> Result<Self, ClusterError> {
+        let mut settings = ApiServerSettings::new(options.kubernetes_version);
+        settings.node_name = options.node_name.clone();
+        settings.address.set_port(options.port);
+        let apiserver =
+            ApiServer::start(settings, runtime).await.map_err(ClusterError::ApiServer)?;
+        let kubeconfig = options.dir.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, &apiserver.url())?;
+        let startup = started.elapsed();
+        tracing::info!(
+            url = %apiserver.url(),
+            startup_ms = u64::try_from(startup.as_millis()).unwrap_or(u64::MAX),
+            "local cluster ready"
+        );
+        Ok(Self { apiserver, node, dir: options.dir, kubeconfig, seccomp_root, startup })
+    }
+
+    /// A `kube::Client` built from the written kubeconfig, like any other client would build it.
+    pub async fn kube_client(&self) -> Result<kube::Client, ClusterError> {
+        let client_error = |source: Box<dyn std::error::Error + Send + Sync>| {
+            ClusterError::Client { path: self.kubeconfig.clone(), source }
+        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .map_err(|e| client_error(Box::new(e)))?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| client_error(Box::new(e)))?;
+        kube::Client::try_from(config).map_err(|e| client_error(Box::new(e)))
+    }
+
+    /// The kubeconfig path (`<dir>/kubeconfig`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The seccomp root: `Localhost` profiles are relative to it.
+    pub fn seccomp_root(&self) -> &Path {
+        &self.seccomp_root
+    }
+
+    /// The cluster directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The API server URL.
+    pub fn url(&self) -> String {
+        self.apiserver.url()
+    }
+
+    /// The API server's side of the contract, as the node sees it.
+    pub fn cluster_view(&self) -> Arc<dyn ClusterView> {
+        self.apiserver.cluster_view()
+    }
+
+    /// How long [`LocalCluster::start`] took.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// The node's startup phases, when a real node runs.
+    pub fn node_timings(&self) -> Option<node::StartupTimings> {
+        self.node.as_ref().map(LocalNode::timings)
+    }
+
+    /// The tail of containerd's log (for failure output), when a real node runs.
+    pub fn containerd_log_tail(&self) -> Option<String> {
+        self.node.as_ref().map(|n| n.containerd().log_tail())
+    }
+
+    /// Stops serving, removes every pod sandbox, then stops containerd.
+    pub async fn shutdown(mut self) {
+        self.apiserver.stop();
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// Writes a kubeconfig with one cluster, user and context named `local-cluster`.
+pub fn write_kubeconfig(path: &Path, server: &str) -> Result<(), ClusterError> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local-cluster\n  cluster:\n    server: {server}\ncontexts:\n- name: local-cluster\n  context:\n    cluster: local-cluster\n    user: local-cluster\n    namespace: default\ncurrent-context: local-cluster\nusers:\n- name: local-cluster\n  user: {{}}\npreferences: {{}}\n"
+    );
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|source| ClusterError::Write { path: parent.to_path_buf(), source })?;
+    }
+    std::fs::write(path, text)
+        .map_err(|source| ClusterError::Write { path: path.to_path_buf(), source })
+}
+
+/// What a runtime-tier test needs and is missing on this machine, if anything: root and the
+/// `containerd`, `runc`, `ctr` and `busybox` programs.
+pub fn missing_prerequisites() -> Option<String> {
+    let mut missing = Vec::new();
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !is_root {
+        missing.push("root".to_owned());
+    }
+    for tool in ["containerd", "runc", "ctr", "busybox"] {
+        if !on_path(tool) {
+            missing.push(format!("`{tool}` on PATH"));
+        }
+    }
+    (!missing.is_empty()).then(|| format!("needs {}", missing.join(", ")))
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Whether a missing prerequisite must fail instead of skip (`CI=true`).
+pub fn prerequisites_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
