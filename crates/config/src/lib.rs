@@ -21,6 +21,7 @@
 
 pub mod diagnostics;
 mod document;
+pub mod expand;
 mod load;
 pub mod model;
 pub mod quantity;

@@ -252,6 +252,18 @@ pub enum LogFormat {
     Json,
 }
 
+impl Config {
+    /// Expands `$VAR` and `${VAR}` in every runner's `url` and `token` through `lookup` (the
+    /// process environment, in the binary), as gitlab-runner does after loading.
+    pub fn expand_credentials(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        for runner in &mut self.runners {
+            for value in [&mut runner.raw.url, &mut runner.raw.token].into_iter().flatten() {
+                *value = crate::expand::expand_variables(value, &lookup);
+            }
+        }
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
