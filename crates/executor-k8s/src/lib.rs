@@ -1,1 +1,140 @@
-//! Placeholder; filled in by its issue.
+//! The Kubernetes executor's pod builder: a pure function from a validated runner config, a GitLab
+//! job and a few facts about the cluster to the exact `Pod` the executor submits.
+//!
+//! [`build_pod`] does no I/O, reads no clock and draws no random numbers: the pod-name suffix,
+//! the credentials secret name and the contents of `pod_spec` patch files come in through
+//! [`PodIdentity`] and [`BuildInput::patch_files`]. Beside the pod it returns the *effective*
+//! security of every container ([`SecurityReport`], container value else pod value) and the
+//! messages the job log must show ([`BuiltPod::job_log`]).
+//!
+//! Kubernetes versions: the types are k8s-openapi's newest (`latest` = 1.37, chosen by the
+//! binary); [`ClusterFacts::kubernetes_minor`] drives a per-version rewrite. Below 1.30 no
+//! `appArmorProfile` field is emitted anywhere; the per-container annotation
+//! `container.apparmor.security.beta.kubernetes.io/<container>` carries the profile instead (a
+//! pod-level profile is expanded to every container without its own, init containers included).
+
+mod error;
+pub mod names;
+pub mod patch;
+mod pod;
+pub mod resources;
+pub mod security;
+mod vars;
+pub mod version;
+mod volumes;
+
+pub use error::{Error, Result};
+pub use k8s_openapi;
+pub use patch::PatchFiles;
+pub use pod::{DEFAULT_TIMEOUT_SECONDS, DETECT_SHELL_SCRIPT, HELPER_IMAGE_REPOSITORY};
+pub use security::{
+    ContainerKind, EffectiveSecurity, Level, ProfileSetting, SecurityReport, Sourced,
+};
+
+use k8s_openapi::api::core::v1::Pod;
+use podrunner_config::RunnerConfig;
+use podrunner_coordinator::wire::Job;
+
+/// The gitlab-runner release whose helper image is used by default.
+pub const DEFAULT_HELPER_VERSION: &str = "18.11.0";
+
+/// The operating system of the helper image (decides the default capability drop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HelperOs {
+    /// Linux: `NET_RAW` is dropped from every container by default.
+    #[default]
+    Linux,
+    /// Windows: no default capability changes.
+    Windows,
+}
+
+/// What the builder needs to know about the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterFacts {
+    /// The API server's minor version (`29` for 1.29).
+    pub kubernetes_minor: u32,
+    /// The helper image's OS.
+    pub helper_os: HelperOs,
+}
+
+impl Default for ClusterFacts {
+    fn default() -> Self {
+        Self { kubernetes_minor: version::MAX_MINOR, helper_os: HelperOs::Linux }
+    }
+}
+
+/// Names and counters chosen outside the builder (randomness and runner state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIdentity {
+    /// The 8-character `[a-z0-9]` suffix of the pod name.
+    pub name_suffix: String,
+    /// `CI_CONCURRENT_ID`: the runner-wide job slot.
+    pub concurrent_id: u32,
+    /// `CI_CONCURRENT_PROJECT_ID`: the per-project slot (part of the pod name).
+    pub project_runner_id: u32,
+    /// The name of the registry credentials Secret created for this job, if any.
+    pub credentials_secret: Option<String>,
+    /// The gitlab-runner version of the default helper image tag.
+    pub runner_version: String,
+}
+
+impl Default for PodIdentity {
+    fn default() -> Self {
+        Self {
+            name_suffix: "00000000".to_owned(),
+            concurrent_id: 0,
+            project_runner_id: 0,
+            credentials_secret: None,
+            runner_version: DEFAULT_HELPER_VERSION.to_owned(),
+        }
+    }
+}
+
+/// Everything [`build_pod`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildInput<'a> {
+    /// The runner entry; must have Kubernetes settings.
+    pub runner: &'a RunnerConfig,
+    /// The job, as GitLab sent it.
+    pub job: &'a Job,
+    /// Facts about the cluster.
+    pub cluster: ClusterFacts,
+    /// Names chosen outside.
+    pub identity: &'a PodIdentity,
+    /// Contents of the `patch_path` files of `[[pod_spec]]` (read by the caller).
+    pub patch_files: &'a PatchFiles,
+}
+
+/// The result of [`build_pod`].
+#[derive(Debug, Clone)]
+pub struct BuiltPod {
+    /// The pod, exactly as it is submitted.
+    pub pod: Pod,
+    /// The effective security of each container (before the per-version rewrite, so AppArmor
+    /// shows even where it travels as an annotation).
+    pub security: SecurityReport,
+    /// Messages for the job log (warnings about ignored or overridden settings).
+    pub job_log: Vec<String>,
+}
+
+/// Builds the pod for a job. Pure: no I/O, no clock, no randomness.
+///
+/// # Errors
+///
+/// [`Error`] for a configuration or job that cannot produce a valid pod (no image, a refused
+/// pull policy or overwrite, a bad patch, ...).
+pub fn build_pod(input: &BuildInput<'_>) -> Result<BuiltPod> {
+    pod::build(input)
+}
+
+/// The `patch_path` values of a runner's `[[pod_spec]]` entries (the files the caller reads
+/// into [`BuildInput::patch_files`]).
+pub fn patch_paths(runner: &RunnerConfig) -> Vec<&str> {
+    runner
+        .kubernetes
+        .iter()
+        .flat_map(|k| &k.raw.pod_spec)
+        .filter_map(|p| p.patch_path.as_deref())
+        .filter(|p| !p.is_empty())
+        .collect()
+}

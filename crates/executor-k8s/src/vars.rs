@@ -1,0 +1,224 @@
+//! The job's variables as the builder sees them: predefined runner variables, the runner's
+//! `environment` and the job's own variables (last one wins), with `$VAR`/`${VAR}` expansion,
+//! the container environment and feature flags.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::EnvVar;
+use podrunner_config::RunnerConfig;
+use podrunner_coordinator::wire::JobVariable;
+use secrecy::ExposeSecret;
+
+/// One variable, after file variables were turned into their path.
+#[derive(Debug, Clone)]
+pub(crate) struct Var {
+    pub(crate) key: String,
+    pub(crate) value: String,
+    /// Public (GitLab's flag) or internal (made by the runner): may go into the pod spec.
+    pub(crate) exposable: bool,
+    pub(crate) masked: bool,
+}
+
+/// An ordered, deduplicated variable set.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Variables {
+    list: Vec<Var>,
+    index: HashMap<String, usize>,
+}
+
+impl Variables {
+    pub(crate) fn push(&mut self, var: Var) {
+        if let Some(&i) = self.index.get(&var.key) {
+            self.list[i] = var;
+        } else {
+            self.index.insert(var.key.clone(), self.list.len());
+            self.list.push(var);
+        }
+    }
+
+    /// An internal variable made by the runner.
+    pub(crate) fn internal(&mut self, key: &str, value: impl Into<String>) {
+        self.push(Var { key: key.to_owned(), value: value.into(), exposable: true, masked: false });
+    }
+
+    /// A variable sent by GitLab. File variables become the path of their file in `file_dir`.
+    pub(crate) fn job(&mut self, v: &JobVariable, file_dir: &str) {
+        let value = if v.file {
+            format!("{file_dir}/{}", v.key)
+        } else {
+            v.value.expose_secret().to_owned()
+        };
+        self.push(Var {
+            key: v.key.clone(),
+            value,
+            exposable: v.public && !v.masked,
+            masked: v.masked,
+        });
+    }
+
+    /// `KEY=VALUE` entries of the runner's `environment` (internal variables).
+    pub(crate) fn environment(&mut self, entries: &[String]) {
+        for entry in entries {
+            if let Some((k, v)) = entry.split_once('=') {
+                self.internal(k, v);
+            }
+        }
+    }
+
+    /// The value of a variable that may be used for expansion (masked ones never are).
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        let var = &self.list[*self.index.get(key)?];
+        (!var.masked).then_some(var.value.as_str())
+    }
+
+    /// Variables whose key starts with `prefix`, in order.
+    pub(crate) fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Var> + 'a {
+        self.list.iter().filter(move |v| v.key.starts_with(prefix) && !v.masked)
+    }
+
+    /// Expands `$VAR` and `${VAR}` (unknown and masked variables expand to nothing), as Go's
+    /// `os.Expand` does.
+    pub(crate) fn expand(&self, text: &str) -> String {
+        expand_with(text, |name| self.get(name))
+    }
+
+    /// The container environment: exposable variables only, `$` escaped as `$$` so Kubernetes
+    /// does not expand `$(VAR)` references.
+    pub(crate) fn env(&self) -> Vec<EnvVar> {
+        self.list
+            .iter()
+            .filter(|v| v.exposable)
+            .map(|v| EnvVar {
+                name: v.key.clone(),
+                value: Some(v.value.replace('$', "$$")),
+                value_from: None,
+            })
+            .collect()
+    }
+
+    /// A feature flag: the runner's `[runners.feature_flags]` first, then the variables, then
+    /// `default`. Values parse as Go's `strconv.ParseBool`; an unparsable value keeps the default.
+    pub(crate) fn feature_flag(&self, runner: &RunnerConfig, name: &str, default: bool) -> bool {
+        if let Some(v) = runner.raw.feature_flags.get(name) {
+            return *v;
+        }
+        self.get(name).and_then(parse_bool).unwrap_or(default)
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// `os.Expand` with a lookup function.
+pub(crate) fn expand_with<'a>(text: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
+    if !text.contains('$') {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut start = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' || i + 1 >= bytes.len() {
+            i += 1;
+            continue;
+        }
+        out.push_str(&text[start..i]);
+        let rest = &text[i + 1..];
+        let (name, consumed) = shell_name(rest);
+        match (name, consumed) {
+            (Some(name), n) => {
+                out.push_str(lookup(name).unwrap_or(""));
+                i += 1 + n;
+            }
+            (None, 0) => {
+                out.push('$');
+                i += 1;
+            }
+            // Invalid syntax such as an unclosed `${`: the characters are eaten, as in Go.
+            (None, n) => i += 1 + n,
+        }
+        start = i;
+    }
+    out.push_str(&text[start..]);
+    out
+}
+
+/// The variable name after a `$`, and how many bytes it takes.
+fn shell_name(s: &str) -> (Option<&str>, usize) {
+    let bytes = s.as_bytes();
+    if bytes[0] == b'{' {
+        if bytes.len() > 2 && is_special(bytes[1]) && bytes[2] == b'}' {
+            return (Some(&s[1..2]), 3);
+        }
+        return match s[1..].find('}') {
+            Some(0) => (None, 2),
+            Some(end) => (Some(&s[1..=end]), end + 2),
+            None => (None, 1),
+        };
+    }
+    if is_special(bytes[0]) {
+        return (Some(&s[..1]), 1);
+    }
+    let len = bytes.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
+    if len == 0 { (None, 0) } else { (Some(&s[..len]), len) }
+}
+
+fn is_special(b: u8) -> bool {
+    matches!(b, b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-') || b.is_ascii_digit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Variables {
+        let mut v = Variables::default();
+        for (k, val) in pairs {
+            v.internal(k, *val);
+        }
+        v
+    }
+
+    #[test]
+    fn expansion_follows_go_os_expand() {
+        let v = vars(&[("A", "x"), ("CI_CONCURRENT_ID", "54")]);
+        assert_eq!(v.expand("PVC-${CI_CONCURRENT_ID}"), "PVC-54");
+        assert_eq!(v.expand("$A/$B/end"), "x//end");
+        assert_eq!(v.expand("cost: 5$"), "cost: 5$");
+        assert_eq!(v.expand("a $ b"), "a $ b");
+        assert_eq!(v.expand("${A}${A}"), "xx");
+        assert_eq!(v.expand("no vars"), "no vars");
+    }
+
+    // upstream: util_test TestBuildVariables (dedup, the last one wins)
+    #[test]
+    fn duplicate_variables_keep_the_last_value() {
+        let v = vars(&[("A", "1"), ("B", "2"), ("A", "3")]);
+        let env = v.env();
+        assert_eq!(env.len(), 2);
+        assert_eq!(env[0].value.as_deref(), Some("3"));
+    }
+
+    // upstream: util_test TestBuildVariablesDollarEscaping
+    #[test]
+    fn dollars_are_escaped_in_the_environment() {
+        let v = vars(&[("A", "$FOO"), ("B", "$$")]);
+        let env = v.env();
+        assert_eq!(env[0].value.as_deref(), Some("$$FOO"));
+        assert_eq!(env[1].value.as_deref(), Some("$$$$"));
+    }
+
+    #[test]
+    fn go_booleans_parse() {
+        assert_eq!(parse_bool("True"), Some(true));
+        assert_eq!(parse_bool("0"), Some(false));
+        assert_eq!(parse_bool("yes"), None);
+    }
+}
