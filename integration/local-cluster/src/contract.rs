@@ -27,7 +27,14 @@ pub trait ClusterView: Send + Sync + 'static {
     /// notifying watchers. Ignored if the pod no longer exists.
     fn set_pod_status(&self, namespace: &str, name: &str, status: PodStatus);
     /// Records an event about the pod (`type_` is `Normal` or `Warning`), as a kubelet does.
-    fn record_pod_event(&self, namespace: &str, pod: &str, type_: &str, reason: &str, message: &str);
+    fn record_pod_event(
+        &self,
+        namespace: &str,
+        pod: &str,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    );
     /// Called by the node once every container of a pod being deleted has stopped and its
     /// sandbox is removed: the API server then removes the object (watchers see DELETED).
     fn pod_terminated(&self, namespace: &str, name: &str);
@@ -82,10 +89,20 @@ pub trait NodeRuntime: Send + Sync + 'static {
     fn pod_created(&self, pod: Pod, cluster: Arc<dyn ClusterView>);
     /// A pod got a deletion timestamp. The node stops its containers (SIGTERM, then SIGKILL after
     /// `grace_period_seconds`), removes the sandbox, then calls [`ClusterView::pod_terminated`].
-    fn pod_deleted(&self, namespace: &str, name: &str, grace_period_seconds: i64, cluster: Arc<dyn ClusterView>);
+    fn pod_deleted(
+        &self,
+        namespace: &str,
+        name: &str,
+        grace_period_seconds: i64,
+        cluster: Arc<dyn ClusterView>,
+    );
     /// Asks the runtime for a streaming URL for exec or attach (CRI `Exec`/`Attach`), which the
     /// API server then proxies, as the kubelet does.
-    fn stream_url(&self, request: StreamRequest, attach: bool) -> BoxFuture<'_, Result<String, NodeError>>;
+    fn stream_url(
+        &self,
+        request: StreamRequest,
+        attach: bool,
+    ) -> BoxFuture<'_, Result<String, NodeError>>;
     /// The CRI log file of a container (`<RFC 3339 time> <stdout|stderr> <F|P> <text>` lines),
     /// if the container was created. The API server reads and follows it for `pods/log`.
     fn container_log_path(&self, namespace: &str, pod: &str, container: &str) -> Option<PathBuf>;

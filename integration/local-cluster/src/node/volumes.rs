@@ -1,0 +1,452 @@
+//! Pod volumes as host directories under the pod's directory, and the CRI mounts of a container.
+//!
+//! - `emptyDir`: an empty directory (mode 0777; `medium: Memory` is not a tmpfs here);
+//! - `hostPath`: the host path itself, checked or created per `type`;
+//! - `secret`, `configMap`: files written from the object (all keys, or `items`), `defaultMode`
+//!   / item `mode` honoured, `optional` honoured;
+//! - `projected`: `secret` and `configMap` sources (a `serviceAccountToken` source is skipped
+//!   with a warning: there is no token issuer);
+//! - `downwardAPI`: `fieldRef` items for name, namespace, uid, labels and annotations.
+//!
+//! `fsGroup` makes volume directories and files group-owned by that gid (setgid on directories),
+//! as the kubelet's ownership management does.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Component, Path, PathBuf},
+};
+
+use k8s_cri::v1::Mount;
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+
+use super::env::secret_entries;
+use crate::contract::ClusterView;
+
+/// A volume that could not be set up (the kubelet's `FailedMount`).
+#[derive(Debug)]
+pub(crate) struct VolumeError {
+    pub(crate) volume: String,
+    pub(crate) message: String,
+}
+
+/// Result of preparing a pod's volumes.
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    /// Volume name to host path.
+    pub(crate) paths: HashMap<String, PathBuf>,
+    /// Warnings to surface as events.
+    pub(crate) warnings: Vec<String>,
+}
+
+fn io_err(volume: &str, action: &str, path: &Path, e: &std::io::Error) -> VolumeError {
+    VolumeError {
+        volume: volume.to_owned(),
+        message: format!("failed to {action} {}: {e}", path.display()),
+    }
+}
+
+/// A relative path without `..` or absolute components.
+fn safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// Writes files (`key` → bytes) into `dir`, honouring `items` and modes.
+fn write_files(
+    volume: &str,
+    dir: &Path,
+    entries: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: i32,
+    optional: bool,
+    what: &str,
+) -> Result<(), VolumeError> {
+    let mut files: Vec<(String, Vec<u8>, i32)> = Vec::new();
+    match items {
+        Some(items) => {
+            for item in items {
+                match entries.get(&item.key) {
+                    Some(data) => files.push((
+                        item.path.clone(),
+                        data.clone(),
+                        item.mode.unwrap_or(default_mode),
+                    )),
+                    None if optional => {}
+                    None => {
+                        return Err(VolumeError {
+                            volume: volume.to_owned(),
+                            message: format!(
+                                "configuration error: references non-existent {what} key: {}",
+                                item.key
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        None => {
+            for (k, v) in entries {
+                files.push((k.clone(), v.clone(), default_mode));
+            }
+        }
+    }
+    for (rel, data, mode) in files {
+        if !safe_relative(&rel) {
+            return Err(VolumeError {
+                volume: volume.to_owned(),
+                message: format!("invalid path {rel:?}"),
+            });
+        }
+        let path = dir.join(&rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| io_err(volume, "create", parent, &e))?;
+        }
+        fs::write(&path, &data).map_err(|e| io_err(volume, "write", &path, &e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode as u32 & 0o7777))
+            .map_err(|e| io_err(volume, "chmod", &path, &e))?;
+    }
+    Ok(())
+}
+
+fn secret_map(
+    cluster: &dyn ClusterView,
+    ns: &str,
+    name: &str,
+) -> Option<BTreeMap<String, Vec<u8>>> {
+    cluster.secret(ns, name).map(|s| secret_entries(&s).into_iter().collect())
+}
+
+fn config_map_map(
+    cluster: &dyn ClusterView,
+    ns: &str,
+    name: &str,
+) -> Option<BTreeMap<String, Vec<u8>>> {
+    cluster.config_map(ns, name).map(|cm| {
+        let mut out: BTreeMap<String, Vec<u8>> =
+            cm.data.into_iter().flatten().map(|(k, v)| (k, v.into_bytes())).collect();
+        out.extend(cm.binary_data.into_iter().flatten().map(|(k, v)| (k, v.0)));
+        out
+    })
+}
+
+fn downward_value(pod: &Pod, field_path: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let render = |m: &Option<BTreeMap<String, String>>| {
+        m.iter().flatten().map(|(k, v)| format!("{k}={v:?}\n")).collect::<String>()
+    };
+    let bracket = |prefix: &str, m: &Option<BTreeMap<String, String>>| {
+        field_path
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix("']"))
+            .map(|k| m.as_ref().and_then(|m| m.get(k)).cloned().unwrap_or_default())
+    };
+    bracket("metadata.labels['", &meta.labels)
+        .or_else(|| bracket("metadata.annotations['", &meta.annotations))
+        .or_else(|| match field_path {
+            "metadata.name" => meta.name.clone(),
+            "metadata.namespace" => meta.namespace.clone(),
+            "metadata.uid" => meta.uid.clone(),
+            "metadata.labels" => Some(render(&meta.labels)),
+            "metadata.annotations" => Some(render(&meta.annotations)),
+            _ => None,
+        })
+}
+
+/// Creates every volume of the pod under `pod_dir/volumes`.
+pub(crate) fn prepare(
+    pod: &Pod,
+    pod_dir: &Path,
+    cluster: &dyn ClusterView,
+) -> Result<Prepared, VolumeError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let spec = pod.spec.as_ref();
+    let fs_group = spec.and_then(|s| s.security_context.as_ref()).and_then(|sc| sc.fs_group);
+    let mut prepared = Prepared::default();
+    for volume in spec.and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
+        let path = prepare_one(volume, pod, ns, pod_dir, cluster, &mut prepared.warnings)?;
+        if let Some(gid) = fs_group
+            && path.starts_with(pod_dir)
+        {
+            apply_fs_group(&volume.name, &path, gid as u32)?;
+        }
+        prepared.paths.insert(volume.name.clone(), path);
+    }
+    Ok(prepared)
+}
+
+fn plugin_dir(pod_dir: &Path, plugin: &str, name: &str) -> PathBuf {
+    pod_dir.join("volumes").join(format!("kubernetes.io~{plugin}")).join(name)
+}
+
+fn prepare_one(
+    volume: &Volume,
+    pod: &Pod,
+    ns: &str,
+    pod_dir: &Path,
+    cluster: &dyn ClusterView,
+    warnings: &mut Vec<String>,
+) -> Result<PathBuf, VolumeError> {
+    let name = volume.name.as_str();
+    let make_dir = |plugin: &str, mode: u32| -> Result<PathBuf, VolumeError> {
+        let dir = plugin_dir(pod_dir, plugin, name);
+        fs::create_dir_all(&dir).map_err(|e| io_err(name, "create", &dir, &e))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
+            .map_err(|e| io_err(name, "chmod", &dir, &e))?;
+        Ok(dir)
+    };
+    if let Some(host) = &volume.host_path {
+        let path = PathBuf::from(&host.path);
+        match host.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => {
+                fs::create_dir_all(&path).map_err(|e| io_err(name, "create", &path, &e))?;
+            }
+            "Directory" if !path.is_dir() => {
+                return Err(VolumeError {
+                    volume: name.to_owned(),
+                    message: format!(
+                        "hostPath type check failed: {} is not a directory",
+                        host.path
+                    ),
+                });
+            }
+            "FileOrCreate" if !path.exists() => {
+                fs::write(&path, b"").map_err(|e| io_err(name, "create", &path, &e))?;
+            }
+            "File" if !path.is_file() => {
+                return Err(VolumeError {
+                    volume: name.to_owned(),
+                    message: format!("hostPath type check failed: {} is not a file", host.path),
+                });
+            }
+            _ => {}
+        }
+        return Ok(path);
+    }
+    if volume.empty_dir.is_some() {
+        return make_dir("empty-dir", 0o777);
+    }
+    if let Some(src) = &volume.secret {
+        let secret_name = src.secret_name.clone().unwrap_or_default();
+        let optional = src.optional == Some(true);
+        let dir = make_dir("secret", 0o755)?;
+        match secret_map(cluster, ns, &secret_name) {
+            Some(entries) => write_files(
+                name,
+                &dir,
+                &entries,
+                src.items.as_ref(),
+                src.default_mode.unwrap_or(0o644),
+                optional,
+                "Secret",
+            )?,
+            None if optional => {}
+            None => {
+                return Err(VolumeError {
+                    volume: name.to_owned(),
+                    message: format!("secret {secret_name:?} not found"),
+                });
+            }
+        }
+        return Ok(dir);
+    }
+    if let Some(src) = &volume.config_map {
+        let optional = src.optional == Some(true);
+        let dir = make_dir("configmap", 0o755)?;
+        match config_map_map(cluster, ns, &src.name) {
+            Some(entries) => write_files(
+                name,
+                &dir,
+                &entries,
+                src.items.as_ref(),
+                src.default_mode.unwrap_or(0o644),
+                optional,
+                "ConfigMap",
+            )?,
+            None if optional => {}
+            None => {
+                return Err(VolumeError {
+                    volume: name.to_owned(),
+                    message: format!("configmap {:?} not found", src.name),
+                });
+            }
+        }
+        return Ok(dir);
+    }
+    if let Some(src) = &volume.projected {
+        let dir = make_dir("projected", 0o755)?;
+        let mode = src.default_mode.unwrap_or(0o644);
+        for source in src.sources.iter().flatten() {
+            if let Some(s) = &source.secret {
+                let optional = s.optional == Some(true);
+                match secret_map(cluster, ns, &s.name) {
+                    Some(entries) => write_files(
+                        name,
+                        &dir,
+                        &entries,
+                        s.items.as_ref(),
+                        mode,
+                        optional,
+                        "Secret",
+                    )?,
+                    None if optional => {}
+                    None => {
+                        return Err(VolumeError {
+                            volume: name.to_owned(),
+                            message: format!("secret {:?} not found", s.name),
+                        });
+                    }
+                }
+            }
+            if let Some(c) = &source.config_map {
+                let optional = c.optional == Some(true);
+                match config_map_map(cluster, ns, &c.name) {
+                    Some(entries) => write_files(
+                        name,
+                        &dir,
+                        &entries,
+                        c.items.as_ref(),
+                        mode,
+                        optional,
+                        "ConfigMap",
+                    )?,
+                    None if optional => {}
+                    None => {
+                        return Err(VolumeError {
+                            volume: name.to_owned(),
+                            message: format!("configmap {:?} not found", c.name),
+                        });
+                    }
+                }
+            }
+            if source.service_account_token.is_some() {
+                warnings.push(format!(
+                    "volume {name:?}: serviceAccountToken projection is not supported by this node; no token written"
+                ));
+            }
+            if let Some(d) = &source.downward_api {
+                write_downward(name, pod, &dir, d.items.iter().flatten(), mode)?;
+            }
+        }
+        return Ok(dir);
+    }
+    if let Some(src) = &volume.downward_api {
+        let dir = make_dir("downward-api", 0o755)?;
+        write_downward(
+            name,
+            pod,
+            &dir,
+            src.items.iter().flatten(),
+            src.default_mode.unwrap_or(0o644),
+        )?;
+        return Ok(dir);
+    }
+    warnings.push(format!(
+        "volume {name:?}: this volume type is not supported by this node; an empty directory is mounted"
+    ));
+    make_dir("unsupported", 0o777)
+}
+
+fn write_downward<'a>(
+    name: &str,
+    pod: &Pod,
+    dir: &Path,
+    items: impl Iterator<Item = &'a k8s_openapi::api::core::v1::DownwardAPIVolumeFile>,
+    mode: i32,
+) -> Result<(), VolumeError> {
+    let mut entries = BTreeMap::new();
+    let mut key_items = Vec::new();
+    for item in items {
+        let Some(field) = item.field_ref.as_ref() else {
+            continue;
+        };
+        let value = downward_value(pod, &field.field_path).ok_or_else(|| VolumeError {
+            volume: name.to_owned(),
+            message: format!("unsupported downwardAPI fieldRef {:?}", field.field_path),
+        })?;
+        entries.insert(item.path.clone(), value.into_bytes());
+        key_items.push(KeyToPath {
+            key: item.path.clone(),
+            path: item.path.clone(),
+            mode: item.mode,
+            ..Default::default()
+        });
+    }
+    write_files(name, dir, &entries, Some(&key_items), mode, false, "downwardAPI")
+}
+
+/// Gives `gid` group ownership of a volume tree; directories get the setgid bit and group rwx.
+fn apply_fs_group(volume: &str, root: &Path, gid: u32) -> Result<(), VolumeError> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).map_err(|e| io_err(volume, "stat", &path, &e))?;
+        std::os::unix::fs::lchown(&path, None, Some(gid))
+            .map_err(|e| io_err(volume, "chown", &path, &e))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode | 0o2070))
+                .map_err(|e| io_err(volume, "chmod", &path, &e))?;
+            for entry in fs::read_dir(&path).map_err(|e| io_err(volume, "list", &path, &e))? {
+                let entry = entry.map_err(|e| io_err(volume, "list", &path, &e))?;
+                stack.push(entry.path());
+            }
+        } else if meta.is_file() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode | 0o040))
+                .map_err(|e| io_err(volume, "chmod", &path, &e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The CRI mounts of a container (`subPath` and `readOnly` honoured).
+pub(crate) fn container_mounts(
+    container: &Container,
+    volumes: &HashMap<String, PathBuf>,
+) -> Result<Vec<Mount>, String> {
+    let mut mounts = Vec::new();
+    for vm in container.volume_mounts.iter().flatten() {
+        let Some(base) = volumes.get(&vm.name) else {
+            return Err(format!(
+                "cannot find volume {:?} to mount into container {:?}",
+                vm.name, container.name
+            ));
+        };
+        let mut host = base.clone();
+        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if !safe_relative(sub) {
+                return Err(format!("subPath {sub:?} must be a relative path without '..'"));
+            }
+            host = base.join(sub);
+            if !host.exists() {
+                fs::create_dir_all(&host).map_err(|e| {
+                    format!("failed to create subPath directory {}: {e}", host.display())
+                })?;
+            }
+        }
+        mounts.push(Mount {
+            container_path: vm.mount_path.clone(),
+            host_path: host.to_string_lossy().into_owned(),
+            readonly: vm.read_only == Some(true),
+            ..Default::default()
+        });
+    }
+    Ok(mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_are_safe() {
+        assert!(safe_relative("a/b"));
+        assert!(safe_relative("./a"));
+        assert!(!safe_relative("../a"));
+        assert!(!safe_relative("a/../../b"));
+        assert!(!safe_relative("/etc"));
+        assert!(!safe_relative(""));
+    }
+}

@@ -1,0 +1,368 @@
+//! Runtime-tier tests of the node agent: real containerd + runc through CRI, each test with its
+//! own private containerd. They need root; without it they print SKIPPED (and fail under
+//! `CI=true`).
+
+#![allow(clippy::print_stderr, reason = "tests report SKIPPED and timings on stderr")]
+
+mod node_support;
+
+use std::time::{Duration, Instant};
+
+use node_support::{exit_code, pod, sh, start_node, waiting_reason};
+use podrunner_local_cluster::contract::NodeRuntime as _;
+use serde_json::json;
+
+const STATUS: &str = "grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status";
+
+#[tokio::test]
+async fn runtime_default_gives_seccomp_mode_2_and_unconfined_gives_0() {
+    let Some(t) = start_node("runtime_default_gives_seccomp_mode_2_and_unconfined_gives_0").await
+    else {
+        return;
+    };
+    let mut rd = sh("rd", STATUS);
+    rd["securityContext"] = json!({"seccompProfile": {"type": "RuntimeDefault"}});
+    let mut un = sh("un", STATUS);
+    un["securityContext"] = json!({"seccompProfile": {"type": "Unconfined"}});
+    t.create(pod("seccomp", json!({"containers": [rd, un]})));
+    t.cluster.wait_phase("seccomp", "Succeeded").await;
+    assert!(t.log("seccomp", "rd").contains("Seccomp:\t2"), "{}", t.log("seccomp", "rd"));
+    assert!(t.log("seccomp", "un").contains("Seccomp:\t0"), "{}", t.log("seccomp", "un"));
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn localhost_profile_denies_mkdir_with_operation_not_permitted() {
+    let Some(t) = start_node("localhost_profile_denies_mkdir_with_operation_not_permitted").await
+    else {
+        return;
+    };
+    let profile = t.node().seccomp_root().join("test/deny-mkdir.json");
+    std::fs::create_dir_all(profile.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32"],
+            "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .expect("write profile");
+    let mut c = sh("c", &format!("{STATUS}; mkdir /tmp/x && echo MKDIR-OK"));
+    c["securityContext"] = json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "test/deny-mkdir.json"}});
+    t.create(pod("deny", json!({"containers": [c]})));
+    let status = t.cluster.wait_phase("deny", "Failed").await;
+    let log = t.log("deny", "c");
+    assert!(log.contains("Seccomp:\t2"), "{log}");
+    assert!(log.contains("Operation not permitted"), "{log}");
+    assert!(!log.contains("MKDIR-OK"), "{log}");
+    assert_eq!(exit_code(&status, "c"), Some(1));
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_profile_file_gives_create_container_error_with_the_runtime_message() {
+    let Some(t) =
+        start_node("missing_profile_file_gives_create_container_error_with_the_runtime_message")
+            .await
+    else {
+        return;
+    };
+    let mut c = sh("c", "true");
+    c["securityContext"] =
+        json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "nope/missing.json"}});
+    t.create(pod("missing", json!({"containers": [c]})));
+    let (message, status) = t.cluster.wait_waiting("missing", "c", "CreateContainerError").await;
+    let message = message.expect("message");
+    assert!(message.contains("cannot load seccomp profile"), "{message}");
+    assert!(message.contains("nope/missing.json"), "{message}");
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    let events = t.cluster.events_of("missing");
+    assert!(
+        events.iter().any(|e| e.type_ == "Warning"
+            && e.reason == "Failed"
+            && e.message.contains("cannot load seccomp profile")),
+        "{events:#?}"
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn pod_level_profile_applies_to_containers_without_their_own_and_container_level_wins() {
+    let Some(t) = start_node("pod_level_profile_applies_and_container_level_wins").await else {
+        return;
+    };
+    // `profiles/deny-mkdir.json` is one of the example profiles every node installs.
+    let inherit = sh("inherit", &format!("{STATUS}; mkdir /tmp/x && echo MKDIR-OK"));
+    let mut own = sh("own", &format!("{STATUS}; mkdir /tmp/x && echo MKDIR-OK"));
+    own["securityContext"] = json!({"seccompProfile": {"type": "Unconfined"}});
+    t.create(pod(
+        "levels",
+        json!({
+            "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/deny-mkdir.json"}},
+            "containers": [inherit, own],
+        }),
+    ));
+    let status = t
+        .cluster
+        .wait_for("levels", "finished", |s| {
+            matches!(s.phase.as_deref(), Some("Succeeded" | "Failed"))
+        })
+        .await;
+    let inherit_log = t.log("levels", "inherit");
+    let own_log = t.log("levels", "own");
+    assert!(
+        inherit_log.contains("Seccomp:\t2") && inherit_log.contains("Operation not permitted"),
+        "{inherit_log}"
+    );
+    assert!(own_log.contains("Seccomp:\t0") && own_log.contains("MKDIR-OK"), "{own_log}");
+    assert_eq!(exit_code(&status, "inherit"), Some(1));
+    assert_eq!(exit_code(&status, "own"), Some(0));
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn run_as_non_root_refuses_uid_0_and_a_root_image() {
+    let Some(t) = start_node("run_as_non_root_refuses_uid_0_and_a_root_image").await else {
+        return;
+    };
+    let mut explicit = sh("explicit", "id -u");
+    explicit["securityContext"] = json!({"runAsNonRoot": true, "runAsUser": 0});
+    let mut image_root = sh("image", "id -u");
+    image_root["securityContext"] = json!({"runAsNonRoot": true});
+    let mut fine = sh("fine", "id -u; id -g");
+    fine["securityContext"] = json!({"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000});
+    t.create(pod("nonroot", json!({"containers": [explicit, image_root, fine]})));
+    let (message, _) =
+        t.cluster.wait_waiting("nonroot", "explicit", "CreateContainerConfigError").await;
+    assert!(message.expect("message").contains("container's runAsUser breaks non-root policy"));
+    let (message, _) =
+        t.cluster.wait_waiting("nonroot", "image", "CreateContainerConfigError").await;
+    assert!(
+        message.expect("message").contains("container has runAsNonRoot and image will run as root")
+    );
+    let status =
+        t.cluster.wait_for("nonroot", "fine exited", |s| exit_code(s, "fine").is_some()).await;
+    assert_eq!(exit_code(&status, "fine"), Some(0));
+    assert_eq!(
+        t.log("nonroot", "fine").lines().filter_map(|l| l.split(' ').nth(3)).collect::<Vec<_>>(),
+        ["1000", "1000"]
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_image_gives_err_image_never_pull_and_pull_errors_otherwise() {
+    let Some(t) =
+        start_node("missing_image_gives_err_image_never_pull_and_pull_errors_otherwise").await
+    else {
+        return;
+    };
+    let never = json!({"name": "never", "image": "localhost/absent:1", "imagePullPolicy": "Never"});
+    let pull =
+        json!({"name": "pull", "image": "localhost/absent:1", "imagePullPolicy": "IfNotPresent"});
+    t.create(pod("images", json!({"containers": [never, pull]})));
+    let (message, _) = t.cluster.wait_waiting("images", "never", "ErrImageNeverPull").await;
+    assert_eq!(
+        message.as_deref(),
+        Some(r#"Container image "localhost/absent:1" is not present with pull policy of Never"#)
+    );
+    let (message, _) = t.cluster.wait_waiting("images", "pull", "ErrImagePull").await;
+    assert!(message.expect("message").starts_with("rpc error: code = "));
+    let (message, status) = t.cluster.wait_waiting("images", "pull", "ImagePullBackOff").await;
+    assert_eq!(message.as_deref(), Some(r#"Back-off pulling image "localhost/absent:1""#));
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn exit_codes_and_output_reach_status_and_log_files() {
+    let Some(t) = start_node("exit_codes_and_output_reach_status_and_log_files").await else {
+        return;
+    };
+    t.create(pod(
+        "exits",
+        json!({"containers": [sh("ok", "echo out-line; echo err-line >&2"), sh("bad", "exit 3")]}),
+    ));
+    let status = t.cluster.wait_phase("exits", "Failed").await;
+    assert_eq!(exit_code(&status, "ok"), Some(0));
+    assert_eq!(exit_code(&status, "bad"), Some(3));
+    let term = |c: &str| {
+        node_support::container_state(&status, c).and_then(|s| s.terminated).expect("terminated")
+    };
+    assert_eq!(term("ok").reason.as_deref(), Some("Completed"));
+    assert_eq!(term("bad").reason.as_deref(), Some("Error"));
+    assert!(term("bad").started_at.is_some() && term("bad").finished_at.is_some());
+    let log = t.log("exits", "ok");
+    assert!(log.lines().any(|l| l.ends_with(" stdout F out-line")), "{log}");
+    assert!(log.lines().any(|l| l.ends_with(" stderr F err-line")), "{log}");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn init_containers_run_in_order_and_a_failing_one_fails_the_pod() {
+    let Some(t) = start_node("init_containers_run_in_order_and_a_failing_one_fails_the_pod").await
+    else {
+        return;
+    };
+    let volumes = json!([{"name": "shared", "emptyDir": {}}]);
+    let mount = json!([{"name": "shared", "mountPath": "/shared"}]);
+    let mut first = sh("first", "echo first >> /shared/order");
+    first["volumeMounts"] = mount.clone();
+    let mut second = sh("second", "echo second >> /shared/order");
+    second["volumeMounts"] = mount.clone();
+    let mut main = sh("main", "cat /shared/order");
+    main["volumeMounts"] = mount;
+    t.create(pod(
+        "init-ok",
+        json!({"volumes": volumes, "initContainers": [first, second], "containers": [main]}),
+    ));
+    t.cluster.wait_phase("init-ok", "Succeeded").await;
+    let log = t.log("init-ok", "main");
+    let lines: Vec<&str> = log.lines().filter_map(|l| l.splitn(4, ' ').nth(3)).collect();
+    assert_eq!(lines, ["first", "second"]);
+
+    t.create(pod(
+        "init-bad",
+        json!({"initContainers": [sh("boom", "exit 7")], "containers": [sh("main", "true")]}),
+    ));
+    let status = t.cluster.wait_phase("init-bad", "Failed").await;
+    assert_eq!(exit_code(&status, "boom"), Some(7));
+    assert_eq!(waiting_reason(&status, "main").as_deref(), Some("PodInitializing"));
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn env_volumes_capabilities_and_working_dir_are_applied() {
+    let Some(t) = start_node("env_volumes_capabilities_and_working_dir_are_applied").await else {
+        return;
+    };
+    t.cluster.secrets.lock().unwrap().insert(
+        "default/creds".to_owned(),
+        serde_json::from_value(
+            json!({"metadata": {"name": "creds"}, "data": {"token": "czNjcjN0"}}),
+        )
+        .expect("secret"),
+    );
+    t.cluster.config_maps.lock().unwrap().insert(
+        "default/settings".to_owned(),
+        serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"mode": "fast"}}))
+            .expect("cm"),
+    );
+    let mut c = sh(
+        "c",
+        "echo token=$TOKEN mode=$MODE greeting=$GREETING; cat /secret/token; echo; ls /work/sub && pwd; \
+         grep CapEff /proc/self/status; touch /ro/x 2>&1 | grep -q 'Read-only' && echo RO-OK",
+    );
+    c["workingDir"] = json!("/work");
+    c["env"] = json!([
+        {"name": "NAME", "value": "world"},
+        {"name": "GREETING", "value": "hello-$(NAME)"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+    ]);
+    c["volumeMounts"] = json!([
+        {"name": "secret", "mountPath": "/secret", "readOnly": true},
+        {"name": "scratch", "mountPath": "/work"},
+        {"name": "scratch", "mountPath": "/work/sub", "subPath": "nested"},
+        {"name": "scratch", "mountPath": "/ro", "readOnly": true},
+    ]);
+    c["securityContext"] = json!({"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}});
+    t.create(pod(
+        "envvol",
+        json!({
+            "volumes": [{"name": "secret", "secret": {"secretName": "creds"}}, {"name": "scratch", "emptyDir": {}}],
+            "containers": [c],
+        }),
+    ));
+    t.cluster.wait_phase("envvol", "Succeeded").await;
+    let log = t.log("envvol", "c");
+    assert!(log.contains("token=s3cr3t mode=fast greeting=hello-world"), "{log}");
+    assert!(log.contains(" stdout F s3cr3t"), "{log}");
+    assert!(log.contains(" stdout F /work"), "{log}");
+    // NET_BIND_SERVICE is bit 10: containerd adds the CAP_ prefix to the Kubernetes names.
+    assert!(log.contains("CapEff:\t0000000000000400"), "{log}");
+    assert!(log.contains("RO-OK"), "{log}");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn apparmor_confinement_is_rejected_on_this_host_and_unconfined_runs() {
+    let Some(t) =
+        start_node("apparmor_confinement_is_rejected_on_this_host_and_unconfined_runs").await
+    else {
+        return;
+    };
+    let mut confined = sh("c", "true");
+    confined["securityContext"] = json!({"appArmorProfile": {"type": "RuntimeDefault"}});
+    t.create(pod("aa-confined", json!({"containers": [confined]})));
+    let status = t.cluster.wait_phase("aa-confined", "Failed").await;
+    if std::fs::metadata("/sys/module/apparmor").is_err() {
+        assert_eq!(status.reason.as_deref(), Some("AppArmor"));
+        assert_eq!(
+            status.message.as_deref(),
+            Some("Pod was rejected: Cannot enforce AppArmor: AppArmor is not enabled on the host")
+        );
+    }
+    let mut open = sh("c", "true");
+    open["securityContext"] = json!({"appArmorProfile": {"type": "Unconfined"}});
+    t.create(pod("aa-open", json!({"containers": [open]})));
+    t.cluster.wait_phase("aa-open", "Succeeded").await;
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_simple_pod_runs_within_a_second_and_deletion_cleans_up() {
+    let Some(t) = start_node("a_simple_pod_runs_within_a_second_and_deletion_cleans_up").await
+    else {
+        return;
+    };
+    let mut c = sh("c", "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done");
+    c["stdin"] = json!(true);
+    let started = Instant::now();
+    t.create(pod("timed", json!({"containers": [c]})));
+    let status = t.cluster.wait_phase("timed", "Running").await;
+    let to_running = started.elapsed();
+    eprintln!("TIMING pod_created -> Running: {to_running:?}");
+    assert!(to_running < Duration::from_secs(1), "took {to_running:?}");
+    let ready = status.conditions.iter().flatten().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(ready.status, "True");
+
+    let url = t
+        .node()
+        .agent()
+        .stream_url(
+            podrunner_local_cluster::contract::StreamRequest {
+                namespace: "default".to_owned(),
+                pod: "timed".to_owned(),
+                container: "c".to_owned(),
+                command: vec!["echo".to_owned(), "hi".to_owned()],
+                stdin: false,
+                stdout: true,
+                stderr: true,
+                tty: false,
+            },
+            false,
+        )
+        .await
+        .expect("exec url");
+    assert!(
+        url.starts_with(&format!("http://{}/exec/", t.node().containerd().stream_addr())),
+        "{url}"
+    );
+
+    let started = Instant::now();
+    t.delete("timed", 5);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !t.cluster.terminated.lock().unwrap().contains(&"timed".to_owned()) {
+        assert!(Instant::now() < deadline, "pod_terminated was not called");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("TIMING pod_deleted -> pod_terminated: {:?}", started.elapsed());
+    let last = t.cluster.status("timed").expect("final status");
+    assert_eq!(exit_code(&last, "c"), Some(0), "{last:#?}");
+    let sandboxes = podrunner_local_cluster::node::agent::list_sandbox_ids(
+        &t.node().containerd().cri().expect("cri"),
+    )
+    .await
+    .expect("list");
+    assert!(sandboxes.is_empty(), "{sandboxes:?}");
+    t.shutdown().await;
+}
