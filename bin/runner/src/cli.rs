@@ -19,6 +19,12 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Check a config.toml and print every problem with its file, line and column.
     CheckConfig(CheckConfigArgs),
+    /// Run the daemon: ask GitLab for jobs for every [[runners]] entry and run them.
+    Run(RunArgs),
+    /// Check every runner's token with GitLab; exit 1 if any is invalid.
+    Verify(VerifyArgs),
+    /// List the configured runners (name, URL, executor, shortened token).
+    List(ListArgs),
 }
 
 /// Where the config file is.
@@ -50,6 +56,80 @@ pub(crate) struct CheckConfigArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = DiagnosticsFormat::Text, env = "RUNNER_DIAGNOSTICS_FORMAT")]
     pub(crate) format: DiagnosticsFormat,
+}
+
+/// Daemon log level (`--log-level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogLevelArg {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// The default.
+    Info,
+    /// Everything, including each API request.
+    Debug,
+    /// Even more.
+    Trace,
+}
+
+impl LogLevelArg {
+    /// The tracing level name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// Daemon log format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    podrunner_config::values::GoDuration::parse(text)?
+        .positive()
+        .ok_or_else(|| format!("{text:?} is not a positive duration"))
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// Log level; overrides `log_level` from the config file.
+    #[arg(long, value_enum, env = "RUNNER_LOG_LEVEL")]
+    pub(crate) log_level: Option<LogLevelArg>,
+    /// Log format; overrides `log_format` from the config file (`runner` there means text).
+    #[arg(long, value_enum, env = "RUNNER_LOG_FORMAT")]
+    pub(crate) log_format: Option<LogFormatArg>,
+    /// How often the config file is checked for changes (a Go duration such as `3s`); a
+    /// changed file is reloaded, as on SIGHUP.
+    #[arg(long, value_parser = parse_duration, default_value = "3s", env = "RUNNER_CONFIG_POLL_INTERVAL")]
+    pub(crate) config_poll_interval: std::time::Duration,
+}
+
+/// Arguments of `verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ mod cli;
 mod cli_docs;
 mod cmd;
 mod config_file;
+mod logging;
+mod settings;
 
 use std::process::ExitCode;
 

@@ -239,7 +239,8 @@ fn plan(
     metrics: &Arc<Metrics>,
 ) -> Result<Plan> {
     if settings.runners.is_empty() {
-        return Err(Error::NoRunners);
+        // As gitlab-runner: an install without runners idles until a reload adds one.
+        warn!("no runner is configured: no job is requested until a reload adds one");
     }
     if settings.concurrent == 0 {
         return Err(Error::ZeroConcurrent);
@@ -277,11 +278,12 @@ impl fmt::Debug for Daemon {
 }
 
 impl Daemon {
-    /// Checks the settings and builds one client per runner. Does no IO.
+    /// Checks the settings and builds one client per runner. Does no IO. A daemon without
+    /// runners is valid: it serves its metrics and waits for a reload that adds one.
     ///
     /// # Errors
     ///
-    /// No runner, `concurrent = 0`, a runner whose executor is not in `executors` (the daemon
+    /// `concurrent = 0`, a runner whose executor is not in `executors` (the daemon
     /// refuses to start rather than pretend to run jobs), or a client that cannot be built.
     pub fn new(settings: DaemonSettings, executors: &ExecutorRegistry) -> Result<Self> {
         let metrics = Arc::new(Metrics::new());

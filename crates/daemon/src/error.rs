@@ -7,9 +7,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The settings name no runner.
-    #[error("no runner is configured")]
-    NoRunners,
     /// `concurrent` is 0.
     #[error("concurrent must be at least 1")]
     ZeroConcurrent,
@@ -52,7 +49,6 @@ impl Error {
     /// Stable machine-readable kind.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::NoRunners => "no_runners",
             Self::ZeroConcurrent => "zero_concurrent",
             Self::UnknownExecutor { .. } => "unknown_executor",
             Self::Client { .. } => "client",

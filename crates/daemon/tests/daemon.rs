@@ -474,8 +474,6 @@ async fn invalid_reload_keeps_the_old_settings() {
     bad.executor = "docker".to_owned();
     let err = daemon.reload(settings(vec![bad])).await.expect_err("unknown executor is refused");
     assert_eq!(err.kind(), "unknown_executor");
-    let err = daemon.reload(settings(Vec::new())).await.expect_err("no runner is refused");
-    assert_eq!(err.kind(), "no_runners");
     let job = mock.enqueue(&MockJob::new("still-served"));
     assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
     let report = daemon.reload(settings(vec![runner("r", &mock)])).await.expect("same settings");
@@ -515,6 +513,39 @@ async fn reload_raises_concurrent_for_waiting_jobs() {
         "the second job started before the first ended"
     );
     wait_all(&jobs).await;
+    shutdown.cancel();
+    daemon.wait().await;
+}
+
+#[tokio::test]
+async fn daemon_without_runners_idles_until_a_reload_adds_one() {
+    let mock = MockCoordinator::start().await;
+    let sim = Arc::new(ShellSim::default());
+    let shutdown = CancellationToken::new();
+    let mut s = settings(Vec::new());
+    s.listen_address = Some("127.0.0.1:0".to_owned());
+    let daemon = Daemon::new(s, &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    let addr = daemon.metrics_addr().expect("listener bound");
+    let job = mock.enqueue(&MockJob::new("waits-for-a-runner"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(mock.job_request_calls(), 0, "no runner, no request");
+    assert_eq!(http_get(addr, "/health").await.0, 200);
+    let report = daemon.reload(settings(vec![runner("r", &mock)])).await.expect("reload");
+    assert_eq!(report.added, ["r"]);
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
+    let report = daemon.reload(settings(Vec::new())).await.expect("reload to no runner");
+    assert_eq!(report.removed, ["r"]);
+    // Let a request that was already in flight at the reload end.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let calls = mock.job_request_calls();
+    let later = mock.enqueue(&MockJob::new("nobody-takes-it"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(later.state(), JobState::Pending);
+    assert_eq!(mock.job_request_calls(), calls, "requests stopped after the runner was removed");
     shutdown.cancel();
     daemon.wait().await;
 }

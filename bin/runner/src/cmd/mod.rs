@@ -1,6 +1,9 @@
 //! One module per subcommand, each exposing `run(args) -> anyhow::Result<ExitCode>`.
 
 mod check_config;
+mod list;
+mod run;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -10,5 +13,8 @@ use crate::cli::{Cli, Command};
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig(args) => check_config::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Verify(args) => verify::run(&args),
+        Command::List(args) => list::run(&args),
     }
 }

@@ -1,0 +1,227 @@
+//! `runner run`: the daemon. Loads and checks the config (same rules and diagnostics as
+//! `check-config`), refuses runners it cannot serve, then requests and runs jobs until SIGTERM or
+//! SIGINT; reloads on SIGHUP or when the file changes.
+//!
+//! The file is watched by polling its content every `--config-poll-interval` (3 s): no
+//! file-watching crate is in the workspace, a poll of one small file costs nothing, and it also
+//! sees edits through symlink swaps (ConfigMap mounts) that inotify watches miss.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use podrunner_config::{LoadOptions, Report, load_str};
+use podrunner_daemon::{Daemon, DaemonSettings, ExecutorRegistry, RunningDaemon, ShutdownReport};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::cli::RunArgs;
+use crate::logging::{self, Logging};
+use crate::settings::{self, Refusal};
+
+/// The executors this build implements. None yet: the Kubernetes executor's job lifecycle is
+/// not written, and the binary never registers an executor that only pretends to run jobs.
+fn executors() -> ExecutorRegistry {
+    ExecutorRegistry::new()
+}
+
+fn print_refusals(refusals: &[Refusal]) {
+    for r in refusals {
+        eprintln!("error: {r}");
+    }
+}
+
+pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let (file, config) = match settings::load_config(&args.config)? {
+        Ok(loaded) => loaded,
+        Err(code) => {
+            eprintln!("error: refusing to start: the config file has errors");
+            return Ok(code);
+        }
+    };
+    let registry = executors();
+    let system_id = settings::system_id(&file.path);
+    let daemon_settings =
+        match settings::daemon_settings(&config, &file.path, &registry, &system_id) {
+            Ok(s) => s,
+            Err(refusals) => {
+                print_refusals(&refusals);
+                eprintln!(
+                    "error: refusing to start: {} problem(s) in {}",
+                    refusals.len(),
+                    file.path.display()
+                );
+                return Ok(ExitCode::from(1));
+            }
+        };
+    let logging = Logging::init(
+        logging::format(args.log_format, config.log_format),
+        &logging::level(args.log_level, config.log_level.as_deref()),
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let state = State {
+        path: file.path.clone(),
+        text: file.text.clone(),
+        listen_address: daemon_settings.listen_address.clone(),
+        strict: args.config.strict,
+        log_flag: args.log_level,
+        logging,
+        registry,
+        system_id,
+    };
+    runtime.block_on(serve(state, daemon_settings, args.config_poll_interval))
+}
+
+/// What a reload needs to know.
+struct State {
+    path: PathBuf,
+    /// The file's content last seen (loaded or refused), to notice changes.
+    text: String,
+    listen_address: Option<String>,
+    strict: bool,
+    log_flag: Option<crate::cli::LogLevelArg>,
+    logging: Logging,
+    registry: ExecutorRegistry,
+    system_id: String,
+}
+
+async fn serve(
+    mut state: State,
+    settings: DaemonSettings,
+    poll_interval: Duration,
+) -> anyhow::Result<ExitCode> {
+    let mut sigterm = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
+    let mut sighup = signal(SignalKind::hangup()).context("failed to handle SIGHUP")?;
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(settings, &state.registry)
+        .context("failed to set up the daemon")?
+        .start(shutdown.clone())
+        .await
+        .context("failed to start the daemon")?;
+    info!(config.file = %state.path.display(), "runner started");
+    let mut poll = tokio::time::interval(poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                info!("SIGHUP received, reloading the config");
+                reload(&mut state, &daemon, true).await;
+            }
+            _ = poll.tick() => reload(&mut state, &daemon, false).await,
+        }
+    };
+    info!(
+        signal = signal_name,
+        "shutting down: no new jobs, running jobs may finish within shutdown_timeout; send the signal again to force exit"
+    );
+    shutdown.cancel();
+    let wait = daemon.wait();
+    tokio::pin!(wait);
+    let report = tokio::select! {
+        report = &mut wait => report,
+        _ = sigterm.recv() => return Ok(forced("SIGTERM")),
+        _ = sigint.recv() => return Ok(forced("SIGINT")),
+    };
+    Ok(finished(&report))
+}
+
+fn forced(signal: &str) -> ExitCode {
+    error!(signal, "second signal received: forcing exit, running jobs are abandoned");
+    ExitCode::from(1)
+}
+
+fn finished(report: &ShutdownReport) -> ExitCode {
+    info!(
+        jobs.reported = report.jobs_reported,
+        jobs.report_failed = report.jobs_report_failed,
+        jobs.interrupted = report.jobs_interrupted,
+        jobs.abandoned = report.jobs_abandoned,
+        "runner stopped"
+    );
+    if report.jobs_abandoned > 0 || report.jobs_report_failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Reloads the file when `forced` (SIGHUP) or when its content changed since it was last seen.
+/// An invalid file keeps the running settings and logs every diagnostic.
+async fn reload(state: &mut State, daemon: &RunningDaemon, forced: bool) {
+    let text = match tokio::fs::read_to_string(&state.path).await {
+        Ok(text) => text,
+        Err(e) => {
+            if forced {
+                error!(config.file = %state.path.display(), error = %e, "failed to read the config file, keeping the running settings");
+            }
+            return;
+        }
+    };
+    if !forced && text == state.text {
+        return;
+    }
+    state.text.clone_from(&text);
+    let file = state.path.display().to_string();
+    let loaded = load_str(&text, LoadOptions { strict: state.strict });
+    if !loaded.diagnostics.is_empty() {
+        let report = Report { file: &file, text: &text, diagnostics: &loaded.diagnostics };
+        let rendered = report.to_text();
+        if loaded.has_errors() {
+            error!(config.file = %file, diagnostics = %rendered, "config reload refused, keeping the running settings");
+            return;
+        }
+        warn!(config.file = %file, diagnostics = %rendered, "config warnings");
+    }
+    let Some(mut config) = loaded.config else {
+        error!(config.file = %file, "config reload refused, keeping the running settings");
+        return;
+    };
+    config.expand_credentials(|name| std::env::var(name).ok());
+    let settings = match settings::daemon_settings(
+        &config,
+        &state.path,
+        &state.registry,
+        &state.system_id,
+    ) {
+        Ok(s) => s,
+        Err(refusals) => {
+            for r in &refusals {
+                error!(config.file = %file, reason = %r, "config reload refused, keeping the running settings");
+            }
+            return;
+        }
+    };
+    if settings.listen_address != state.listen_address {
+        warn!(
+            listen_address = ?settings.listen_address,
+            "listen_address changed: it takes effect at the next start"
+        );
+    }
+    let level = logging::level(state.log_flag, config.log_level.as_deref());
+    if let Err(e) = state.logging.set_level(&level) {
+        warn!(error = format!("{e:#}"), "log level not changed");
+    }
+    match daemon.reload(settings).await {
+        Ok(report) => info!(
+            config.file = %file,
+            runners.added = ?report.added,
+            runners.removed = ?report.removed,
+            runners.restarted = ?report.restarted,
+            runners.unchanged = ?report.unchanged,
+            "config reloaded"
+        ),
+        Err(e) => {
+            error!(config.file = %file, error = %e, "config reload refused, keeping the running settings");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! `runner verify`: asks GitLab (`POST /api/v4/runners/verify`) whether each runner's token is
+//! valid, prints `NAME: valid` or `NAME: invalid`, and exits 1 if any is not valid.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use podrunner_coordinator::{Client, ClientConfig, Verification, VersionInfo};
+use secrecy::SecretString;
+
+use crate::cli::VerifyArgs;
+use crate::settings;
+
+pub(crate) fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let (file, config) = match settings::load_config(&args.config)? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let system_id = settings::system_id(&file.path);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let mut all_valid = true;
+    for runner in &config.runners {
+        let name = runner.display_name();
+        let raw = &runner.raw;
+        let (Some(url), Some(token)) = (raw.url.clone(), raw.token.clone()) else {
+            println!("{name}: invalid (no url or token in {})", file.path.display());
+            all_valid = false;
+            continue;
+        };
+        let mut client_config = ClientConfig::new(
+            url,
+            SecretString::from(token),
+            system_id.clone(),
+            VersionInfo::podrunner(name.clone(), raw.executor.clone().unwrap_or_default()),
+        );
+        client_config.request_timeout = Duration::from_secs(30);
+        if let Some(ca) = raw.tls_ca_file.as_deref().filter(|f| !f.is_empty()) {
+            client_config.tls_ca_pem = Some(
+                std::fs::read(ca).with_context(|| format!("failed to read tls-ca-file {ca}"))?,
+            );
+        }
+        let result = match Client::new(client_config) {
+            Ok(client) => runtime.block_on(client.verify()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Verification::Valid { .. }) => println!("{name}: valid"),
+            Ok(Verification::Invalid) => {
+                println!("{name}: invalid");
+                all_valid = false;
+            }
+            Err(e) => {
+                println!("{name}: invalid (verification failed: {e:#})");
+                all_valid = false;
+            }
+        }
+    }
+    Ok(if all_valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

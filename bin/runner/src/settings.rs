@@ -1,0 +1,292 @@
+//! Maps the validated `config.toml` ([`podrunner_config::Config`]) onto the daemon's settings,
+//! refusing every runner the daemon could not serve honestly (no URL or token, no executor, an
+//! executor this build does not implement, an unreadable CA file).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use podrunner_config::{Config, RunnerConfig};
+use podrunner_coordinator::{JobLogConfig, generate_system_id};
+use podrunner_daemon::{DaemonSettings, ExecutorRegistry, RunnerSettings};
+use secrecy::SecretString;
+use tracing::warn;
+
+use crate::cli::{ConfigArgs, DiagnosticsFormat};
+use crate::config_file::{self, LoadedFile};
+
+/// gitlab-runner's file for the install's system id, next to `config.toml`.
+const SYSTEM_ID_FILE: &str = ".runner_system_id";
+
+/// Why a runner cannot be served; each message names the runner, the file and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal(pub(crate) String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The daemon settings for `config`, read from `path`, with `executors` as the executors this
+/// build implements. Credentials must already be expanded. All refusals are returned at once.
+pub(crate) fn daemon_settings(
+    config: &Config,
+    path: &Path,
+    executors: &ExecutorRegistry,
+    system_id: &str,
+) -> Result<DaemonSettings, Vec<Refusal>> {
+    let mut refusals = Vec::new();
+    let mut runners = Vec::new();
+    for runner in &config.runners {
+        match runner_settings(config, runner, path, executors, system_id) {
+            Ok(r) => runners.push(r),
+            Err(mut r) => refusals.append(&mut r),
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(refusals);
+    }
+    let mut settings = DaemonSettings::new(runners);
+    settings.concurrent = config.concurrent;
+    settings.check_interval = config.check_interval;
+    settings.shutdown_timeout = config.shutdown_timeout;
+    settings.listen_address = config.raw.listen_address.clone().filter(|a| !a.trim().is_empty());
+    Ok(settings)
+}
+
+/// Loads the config file and prints its diagnostics to stderr in the `check-config` format.
+/// Returns the config with its credentials expanded from the environment, or the exit code 1
+/// when the file has errors. An unreadable file is an `Err` (exit code 2).
+pub(crate) fn load_config(
+    args: &ConfigArgs,
+) -> anyhow::Result<Result<(LoadedFile, Config), ExitCode>> {
+    let file = config_file::load(args)?;
+    if !file.loaded.diagnostics.is_empty() {
+        eprint!("{}", file.render(DiagnosticsFormat::Text)?);
+    }
+    let config = match (&file.loaded.config, file.loaded.has_errors()) {
+        (Some(config), false) => config.clone(),
+        _ => return Ok(Err(ExitCode::from(1))),
+    };
+    let mut config = config;
+    config.expand_credentials(|name| std::env::var(name).ok());
+    Ok(Ok((file, config)))
+}
+
+fn positive_or(value: Option<i64>, default: u64) -> u64 {
+    value.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0).unwrap_or(default)
+}
+
+fn runner_settings(
+    config: &Config,
+    runner: &RunnerConfig,
+    path: &Path,
+    executors: &ExecutorRegistry,
+    system_id: &str,
+) -> Result<RunnerSettings, Vec<Refusal>> {
+    let raw = &runner.raw;
+    let name = runner.display_name();
+    let file = path.display();
+    let at = format!("runner {name:?} (runners[{}] in {file})", runner.index);
+    let mut refusals = Vec::new();
+    let url = raw.url.clone().filter(|u| !u.trim().is_empty());
+    if url.is_none() {
+        refusals.push(Refusal(format!("{at} has no url")));
+    }
+    let token = raw.token.clone().filter(|t| !t.trim().is_empty());
+    if token.is_none() {
+        refusals.push(Refusal(format!("{at} has no token")));
+    }
+    match raw.executor.as_deref().filter(|e| !e.trim().is_empty()) {
+        None => refusals.push(Refusal(format!(
+            "{at} has no executor; refusing to start rather than take jobs it cannot run"
+        ))),
+        Some(executor) if executors.get(executor).is_some() => {}
+        Some("kubernetes") => refusals.push(Refusal(format!(
+            "{at} uses executor \"kubernetes\", whose job execution is not implemented in this \
+             build yet; refusing to start rather than take jobs it cannot run"
+        ))),
+        Some(other) => refusals.push(Refusal(format!(
+            "{at} uses executor {other:?}, which this runner does not support (only \
+             \"kubernetes\" is planned); refusing to start"
+        ))),
+    }
+    if raw.tls_cert_file.is_some() || raw.tls_key_file.is_some() {
+        refusals.push(Refusal(format!(
+            "{at} sets tls-cert-file/tls-key-file: client certificates are not supported yet"
+        )));
+    }
+    let tls_ca_pem = match raw.tls_ca_file.as_deref().filter(|f| !f.is_empty()) {
+        None => None,
+        Some(ca) => match std::fs::read(ca) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                refusals.push(Refusal(format!("{at}: failed to read tls-ca-file {ca}: {e}")));
+                None
+            }
+        },
+    };
+    let (Some(url), Some(token), Some(executor), true) =
+        (url, token, raw.executor.clone(), refusals.is_empty())
+    else {
+        return Err(refusals);
+    };
+    let mut r = RunnerSettings::new(name, url, SecretString::from(token), executor);
+    r.system_id = Some(system_id.to_owned());
+    r.limit = usize::try_from(raw.limit.unwrap_or(0).max(0)).unwrap_or(usize::MAX);
+    r.request_concurrency =
+        usize::try_from(positive_or(raw.request_concurrency, 1)).unwrap_or(usize::MAX);
+    r.strict_check_interval = raw.strict_check_interval.unwrap_or(false);
+    r.unhealthy_requests_limit =
+        u32::try_from(positive_or(raw.unhealthy_requests_limit, 3)).unwrap_or(u32::MAX);
+    r.unhealthy_interval = raw
+        .unhealthy_interval
+        .and_then(podrunner_config::values::GoDuration::positive)
+        .unwrap_or(Duration::from_secs(60 * 60));
+    r.tls_ca_pem = tls_ca_pem;
+    r.job_log = JobLogConfig {
+        output_limit: usize::try_from(positive_or(raw.output_limit, 4096).saturating_mul(1024))
+            .unwrap_or(usize::MAX),
+        final_update_retry_limit: u32::try_from(positive_or(
+            raw.job_status_final_update_retry_limit,
+            10,
+        ))
+        .unwrap_or(u32::MAX),
+        ..JobLogConfig::default()
+    };
+    let mut labels = config.raw.labels.clone();
+    labels.extend(raw.labels.clone());
+    r.labels = labels;
+    Ok(r)
+}
+
+fn is_system_id(id: &str) -> bool {
+    (id.starts_with("s_") || id.starts_with("r_"))
+        && id.len() == 14
+        && id[2..].bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The install's system id, as gitlab-runner keeps it: read from `.runner_system_id` next to
+/// the config file, or generated and written there (a write failure only costs a new id at the
+/// next start).
+pub(crate) fn system_id(config_path: &Path) -> String {
+    let dir = config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file = dir.join(SYSTEM_ID_FILE);
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let id = text.trim();
+        if is_system_id(id) {
+            return id.to_owned();
+        }
+        warn!(file.path = %file.display(), "ignoring an invalid system id file");
+    }
+    let id = generate_system_id();
+    if let Err(e) = std::fs::write(&file, format!("{id}\n")) {
+        warn!(file.path = %file.display(), error = %e, "failed to save the system id");
+    }
+    id
+}
+
+/// A token shortened for display: never the whole token. Known prefixes (`glrt-`, the legacy
+/// `GR1348941`) are dropped, then at most 8 characters and at most half of the rest are shown.
+pub(crate) fn shorten_token(token: &str) -> String {
+    let rest = ["glrt-", "GR1348941", "glrtr-"]
+        .iter()
+        .find_map(|p| token.strip_prefix(p))
+        .unwrap_or(token);
+    let chars: Vec<char> = rest.chars().collect();
+    let shown = chars.len().div_ceil(2).saturating_sub(1).min(8);
+    let mut out: String = chars[..shown].iter().collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use podrunner_config::{LoadOptions, load_str};
+
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        let loaded = load_str(text, LoadOptions::default());
+        loaded.config.expect("the test config is valid")
+    }
+
+    fn messages(refusals: Vec<Refusal>) -> Vec<String> {
+        refusals.into_iter().map(|r| r.0).collect()
+    }
+
+    #[test]
+    fn kubernetes_runner_is_refused_while_the_executor_is_not_implemented() {
+        let c = config(
+            "[[runners]]\nname = \"k8s\"\nurl = \"https://gitlab.example.com\"\ntoken = \"glrt-abc\"\nexecutor = \"kubernetes\"\n",
+        );
+        let err = daemon_settings(
+            &c,
+            Path::new("/etc/runner.toml"),
+            &ExecutorRegistry::new(),
+            "s_0123456789ab",
+        )
+        .expect_err("refused");
+        let m = messages(err);
+        assert_eq!(m.len(), 1);
+        assert!(m[0].contains("runner \"k8s\" (runners[0] in /etc/runner.toml)"), "{}", m[0]);
+        assert!(m[0].contains("executor \"kubernetes\""), "{}", m[0]);
+        assert!(m[0].contains("not implemented"), "{}", m[0]);
+    }
+
+    #[test]
+    fn every_problem_of_every_runner_is_reported_at_once() {
+        let c = config(
+            "[[runners]]\nname = \"a\"\n[[runners]]\nurl = \"http://x\"\ntoken = \"t\"\nexecutor = \"docker\"\n",
+        );
+        let m = messages(
+            daemon_settings(&c, Path::new("c.toml"), &ExecutorRegistry::new(), "s_0123456789ab")
+                .expect_err("refused"),
+        );
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert!(m[0].contains("\"a\"") && m[0].contains("no url"));
+        assert!(m[1].contains("no token"));
+        assert!(m[2].contains("no executor"));
+        assert!(m[3].contains("runners[1]") && m[3].contains("\"docker\""), "{}", m[3]);
+    }
+
+    #[test]
+    fn config_without_runners_maps_the_global_settings() {
+        let c = config(
+            "concurrent = 4\ncheck_interval = 7\nshutdown_timeout = 9\nlisten_address = \"127.0.0.1:9252\"\n",
+        );
+        let s =
+            daemon_settings(&c, Path::new("c.toml"), &ExecutorRegistry::new(), "s_0123456789ab")
+                .expect("settings");
+        assert_eq!(s.concurrent, 4);
+        assert_eq!(s.check_interval, Duration::from_secs(7));
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(9));
+        assert_eq!(s.listen_address.as_deref(), Some("127.0.0.1:9252"));
+        assert!(s.runners.is_empty());
+    }
+
+    #[test]
+    fn shortened_tokens_never_show_the_whole_token() {
+        assert_eq!(shorten_token("glrt-abcdefghijklmnopqrst"), "abcdefgh…");
+        assert_eq!(shorten_token("GR1348941xyzxyzxyzxyz"), "xyzxy…");
+        for token in ["", "a", "ab", "abc", "abcd", "glrt-", "glrt-x", "0123456789"] {
+            let short = shorten_token(token);
+            let shown = short.trim_end_matches('…');
+            assert!(token.is_empty() || !shown.contains(token), "{token:?} → {short:?}");
+            assert!(
+                shown.chars().count() * 2 < token.chars().count().max(1),
+                "{token:?} → {short:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn system_id_is_kept_next_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("config.toml");
+        let first = system_id(&path);
+        assert!(is_system_id(&first), "{first}");
+        assert_eq!(system_id(&path), first, "the id is stable across starts");
+    }
+}
