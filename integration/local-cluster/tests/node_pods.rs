@@ -301,10 +301,38 @@ async fn apparmor_confinement_is_rejected_on_this_host_and_unconfined_runs() {
             Some("Pod was rejected: Cannot enforce AppArmor: AppArmor is not enabled on the host")
         );
     }
+    if std::fs::metadata("/sys/module/apparmor").is_err() {
+        let events = t.cluster.events_of("aa-confined");
+        assert!(
+            events.iter().any(|e| e.type_ == "Warning"
+                && e.reason == "AppArmor"
+                && e.message == "Cannot enforce AppArmor: AppArmor is not enabled on the host"),
+            "{events:#?}"
+        );
+        // The deprecated annotation is treated the same way.
+        let mut annotated = pod("aa-annotation", json!({"containers": [sh("c", "true")]}));
+        annotated.metadata.annotations = Some(
+            [(
+                "container.apparmor.security.beta.kubernetes.io/c".to_owned(),
+                "runtime/default".to_owned(),
+            )]
+            .into(),
+        );
+        t.create(annotated);
+        let status = t.cluster.wait_phase("aa-annotation", "Failed").await;
+        assert_eq!(status.reason.as_deref(), Some("AppArmor"));
+    }
     let mut open = sh("c", "true");
     open["securityContext"] = json!({"appArmorProfile": {"type": "Unconfined"}});
     t.create(pod("aa-open", json!({"containers": [open]})));
     t.cluster.wait_phase("aa-open", "Succeeded").await;
+    let mut annotated = pod("aa-open-annotation", json!({"containers": [sh("c", "true")]}));
+    annotated.metadata.annotations = Some(
+        [("container.apparmor.security.beta.kubernetes.io/c".to_owned(), "unconfined".to_owned())]
+            .into(),
+    );
+    t.create(annotated);
+    t.cluster.wait_phase("aa-open-annotation", "Succeeded").await;
     t.shutdown().await;
 }
 

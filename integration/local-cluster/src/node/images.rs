@@ -3,8 +3,9 @@
 //! Each image is one uncompressed layer written by [`tar`] with fixed ownership and times, so the
 //! same inputs give the same bytes. The archive (an OCI image layout in a tar: `oci-layout`,
 //! `index.json` and `blobs/sha256/…`, the image name in the `io.containerd.image.name`
-//! annotation) is cached under the caller's directory, named by its manifest digest: a second
-//! [`build_images`] with unchanged inputs only re-reads the input files.
+//! annotation) is cached under the caller's directory, named by its manifest digest. An index
+//! file named by a digest of the inputs' metadata (path, size, mtime, inode) lets a second
+//! [`build_images`] with unchanged inputs skip reading and hashing them altogether.
 //!
 //! - [`BUSYBOX_IMAGE`]: the static busybox with its applet links, `/etc/passwd` and `/etc/group`
 //!   (root, user 1000, nobody 65534), `/tmp`, `PATH`.
@@ -38,6 +39,10 @@ pub const HELPER_IMAGE: &str = "localhost/helper:latest";
 /// Bump when the layout of the built images changes, so cached archives are not reused.
 const FORMAT: &str = "podrunner-local-cluster-images/1";
 
+const GIT: &str = "/usr/bin/git";
+const GIT_REMOTE_HTTP: &str = "/usr/lib/git-core/git-remote-http";
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// An image archive ready for import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltImage {
@@ -60,16 +65,99 @@ pub fn build_images(dir: &Path) -> Result<Vec<BuiltImage>> {
         path: dir.to_path_buf(),
         source,
     })?;
+    let key = inputs_key()?;
+    let index = dir.join(format!("images-{}.json", &key[..16]));
+    if let Some(built) = read_index(dir, &index) {
+        return Ok(built);
+    }
     let busybox = find_busybox()?;
     let base = base_rootfs(&busybox)?;
     let mut helper = base.clone();
     add_git(&mut helper)?;
     let sh = |cmd: &[&str]| cmd.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    Ok(vec![
+    let built = vec![
         write_image(dir, BUSYBOX_IMAGE, &base, &sh(&["/bin/sh"]))?,
         write_image(dir, PAUSE_IMAGE, &base, &sh(&["/bin/sleep", "2147483647"]))?,
         write_image(dir, HELPER_IMAGE, &helper, &sh(&["/bin/sh"]))?,
-    ])
+    ];
+    write_index(dir, &index, &built)?;
+    Ok(built)
+}
+
+/// The host files the images are built from: busybox, git, `git-remote-http`, their shared
+/// libraries and the CA bundle (those that exist).
+fn input_files() -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .take(1)
+        .collect();
+    for binary in [GIT, GIT_REMOTE_HTTP] {
+        let binary = Path::new(binary);
+        if binary.exists() {
+            files.push(binary.to_path_buf());
+            files.extend(shared_libraries(binary)?);
+        }
+    }
+    files.push(PathBuf::from(CA_BUNDLE));
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// A digest of [`FORMAT`] and the path, size, modification time and inode of every input file:
+/// it changes whenever a package upgrade replaces an input, so a cached build is never stale.
+fn inputs_key() -> Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut text = format!("{FORMAT}\n");
+    for path in input_files()? {
+        match fs::metadata(&path) {
+            Ok(m) => text.push_str(&format!(
+                "{} {} {}.{} {}\n",
+                path.display(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ino()
+            )),
+            Err(_) => text.push_str(&format!("{} absent\n", path.display())),
+        }
+    }
+    Ok(sha256(text.as_bytes()))
+}
+
+/// The images recorded by an earlier build with the same inputs, if all their archives exist.
+fn read_index(dir: &Path, index: &Path) -> Option<Vec<BuiltImage>> {
+    let text = fs::read(index).ok()?;
+    let entries: Vec<(String, String, String)> = serde_json::from_slice(&text).ok()?;
+    let built: Vec<BuiltImage> = entries
+        .into_iter()
+        .map(|(name, file, manifest_digest)| BuiltImage {
+            name,
+            archive: dir.join(file),
+            manifest_digest,
+            cached: true,
+        })
+        .collect();
+    (built.len() == 3 && built.iter().all(|b| b.archive.is_file())).then_some(built)
+}
+
+fn write_index(dir: &Path, index: &Path, built: &[BuiltImage]) -> Result<()> {
+    let entries: Vec<(&str, String, &str)> = built
+        .iter()
+        .map(|b| {
+            let file = b.archive.file_name().map(|f| f.to_string_lossy().into_owned());
+            (b.name.as_str(), file.unwrap_or_default(), b.manifest_digest.as_str())
+        })
+        .collect();
+    let json = serde_json::to_vec(&entries).map_err(|source| Error::Json { source })?;
+    let tmp = dir.join(format!(".images.{}.tmp", std::process::id()));
+    fs::write(&tmp, json).and_then(|()| fs::rename(&tmp, index)).map_err(|source| Error::Io {
+        action: "write the image index",
+        path: index.to_path_buf(),
+        source,
+    })
 }
 
 /// Imports archives into containerd's `k8s.io` namespace (where CRI looks) with `ctr`.
@@ -206,12 +294,12 @@ fn applets() -> Result<Vec<String>> {
 
 /// Adds git, `git-remote-http(s)`, their shared libraries and the CA bundle.
 fn add_git(rootfs: &mut Rootfs) -> Result<()> {
-    let git = Path::new("/usr/bin/git");
+    let git = Path::new(GIT);
     if !git.exists() {
         return Err(Error::Prerequisite { what: "/usr/bin/git not found; install git".to_owned() });
     }
     let mut binaries = vec![git.to_path_buf()];
-    let remote = Path::new("/usr/lib/git-core/git-remote-http");
+    let remote = Path::new(GIT_REMOTE_HTTP);
     if remote.exists() {
         binaries.push(remote.to_path_buf());
     }
@@ -229,7 +317,7 @@ fn add_git(rootfs: &mut Rootfs) -> Result<()> {
             Entry::Symlink { target: "git-remote-http".to_owned() },
         );
     }
-    let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let ca = Path::new(CA_BUNDLE);
     if ca.exists() {
         add_host_file(rootfs, ca, 0o644)?;
     }

@@ -178,9 +178,18 @@ pub(crate) async fn start_node(test: &str) -> Option<TestNode> {
         eprintln!("SKIPPED: {test}: {reason}");
         return None;
     }
-    let dir =
-        tempfile::Builder::new().prefix("lcn").tempdir_in("/tmp").expect("temporary directory");
-    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("local-cluster-images");
+    // The node lives under the target directory unless the containerd socket path
+    // (`<dir>/containerd/containerd.sock`) would exceed the kernel's 107-byte limit.
+    let target_tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let parent =
+        if target_tmp.as_os_str().len() + "/lcnXXXXXX/containerd/containerd.sock".len() <= 107 {
+            target_tmp.join("nodes")
+        } else {
+            std::env::temp_dir()
+        };
+    std::fs::create_dir_all(&parent).expect("node parent directory");
+    let dir = tempfile::Builder::new().prefix("lcn").tempdir_in(&parent).expect("node directory");
+    let cache = target_tmp.join("local-cluster-images");
     let node = LocalNode::start(NodeOptions {
         dir: dir.path().to_path_buf(),
         image_cache: cache,
