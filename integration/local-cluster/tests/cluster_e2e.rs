@@ -6,18 +6,24 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::{
+    panic::AssertUnwindSafe,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use futures::{AsyncBufReadExt, TryStreamExt};
+use futures::{AsyncBufReadExt, FutureExt as _, StreamExt as _, TryStreamExt};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
-    api::{AttachParams, LogParams, PostParams},
+    api::{AttachParams, DeleteParams, ListParams, LogParams, PostParams, WatchEvent, WatchParams},
     runtime::wait::{Condition, await_condition, conditions},
 };
+use podrunner_local_cluster::cluster::{ClusterOptions, LocalCluster, default_image_cache};
 use serde_json::{Value, json};
-use support::real_cluster;
+use support::{is_alive, pids_mentioning, real_cluster, runtime_tier_available, short_temp_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BUSYBOX: &str = "localhost/busybox:latest";
@@ -329,4 +335,322 @@ async fn cluster_start_and_simple_pod_to_running_are_fast() {
     // a loaded 2-core machine; the printed figures are the measurement.
     assert!(c.cluster.startup_time() < Duration::from_secs(20), "{:?}", c.cluster.startup_time());
     assert!(timings.iter().all(|t| *t < Duration::from_secs(5)), "{timings:?}");
+}
+
+fn resource_version(pod: &Pod) -> u64 {
+    pod.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|rv| rv.parse().ok())
+        .expect("numeric resourceVersion")
+}
+
+/// The next watch event, failing after [`WAIT`].
+async fn next_event(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<Pod>>> + Unpin),
+) -> Option<WatchEvent<Pod>> {
+    tokio::time::timeout(WAIT, stream.try_next()).await.expect("event in time").expect("event")
+}
+
+#[tokio::test]
+async fn invalid_pods_get_a_422_status_and_are_not_stored() {
+    let Some(c) = real_cluster(33).await else { return };
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    let invalid = pod(
+        "invalid",
+        vec![container("main", "true", json!({"seccompProfile": {"type": "Localhost"}}))],
+        json!({}),
+    );
+    let status = match pods.create(&PostParams::default(), &invalid).await {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected a 422 Status, got {other:?}"),
+    };
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        status.message,
+        "Pod \"invalid\" is invalid: spec.containers[0].securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost"
+    );
+    match pods.get("invalid").await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 404),
+        other => panic!("the invalid pod was stored: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watch_from_a_resource_version_sees_the_real_pod_lifecycle_in_order() {
+    let Some(c) = real_cluster(33).await else { return };
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    let listed = pods.list(&ListParams::default()).await.expect("list");
+    let start: u64 = listed.metadata.resource_version.expect("rv").parse().expect("numeric rv");
+    pods.create(
+        &PostParams::default(),
+        &pod("lifecycle", vec![container("main", "sleep 0.3; echo done", json!({}))], json!({})),
+    )
+    .await
+    .expect("create");
+    let params = WatchParams::default().fields("metadata.name=lifecycle");
+    let mut stream = pods.watch(&params, &start.to_string()).await.expect("watch").boxed();
+    let mut events: Vec<(String, String, u64)> = Vec::new();
+    while let Some(event) = next_event(&mut stream).await {
+        let (kind, pod) = match event {
+            WatchEvent::Added(p) => ("ADDED", p),
+            WatchEvent::Modified(p) => ("MODIFIED", p),
+            other => panic!("unexpected event {other:?}"),
+        };
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        events.push((kind.to_owned(), phase.clone(), resource_version(&pod)));
+        if phase == "Succeeded" {
+            break;
+        }
+    }
+    let phases: Vec<&str> = events.iter().map(|(_, phase, _)| phase.as_str()).collect();
+    assert_eq!(events[0].0, "ADDED", "{events:?}");
+    assert_eq!(phases.first(), Some(&"Pending"), "{events:?}");
+    assert!(phases.contains(&"Running"), "{events:?}");
+    assert!(events[1..].iter().all(|(kind, _, _)| kind == "MODIFIED"), "{events:?}");
+    let versions: Vec<u64> = events.iter().map(|(_, _, rv)| *rv).collect();
+    assert!(versions[0] > start, "{versions:?} after {start}");
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "not increasing: {versions:?}");
+    // Watching again from the first event's version replays exactly what came after it.
+    let mut replay = pods.watch(&params, &versions[0].to_string()).await.expect("watch").boxed();
+    match next_event(&mut replay).await {
+        Some(WatchEvent::Modified(p)) => assert_eq!(resource_version(&p), versions[1]),
+        other => panic!("unexpected replayed event {other:?}"),
+    }
+}
+
+#[tokio::test]
+#[allow(clippy::print_stdout)] // reason: the measured deletion times are part of the output
+async fn delete_with_grace_sends_sigterm_first_and_kills_after_the_grace_period() {
+    let Some(c) = real_cluster(33).await else { return };
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    // `polite` exits on SIGTERM; `stubborn` ignores it, so only the SIGKILL after the grace
+    // period ends it.
+    let loop_script = "while true; do sleep 0.1; done";
+    let polite = format!("trap 'exit 0' TERM; {loop_script}");
+    let stubborn = format!("trap '' TERM; {loop_script}");
+    for (name, script) in [("polite", &polite), ("stubborn", &stubborn)] {
+        pods.create(
+            &PostParams::default(),
+            &pod(name, vec![container("main", script, json!({}))], json!({})),
+        )
+        .await
+        .expect("create");
+    }
+    for name in ["polite", "stubborn"] {
+        wait_for(&pods, name, conditions::is_pod_running()).await;
+    }
+    let rv = pods.list(&ListParams::default()).await.expect("list").metadata.resource_version;
+    let mut stream =
+        pods.watch(&WatchParams::default(), &rv.expect("rv")).await.expect("watch").boxed();
+    let started = Instant::now();
+    for (name, grace) in [("polite", 20), ("stubborn", 2)] {
+        let params = DeleteParams { grace_period_seconds: Some(grace), ..DeleteParams::default() };
+        let deleting = pods.delete(name, &params).await.expect("delete").left().expect("a pod");
+        assert!(deleting.metadata.deletion_timestamp.is_some());
+        assert_eq!(deleting.metadata.deletion_grace_period_seconds, Some(i64::from(grace)));
+    }
+    let mut gone = Vec::new();
+    while gone.len() < 2 {
+        if let Some(WatchEvent::Deleted(p)) = next_event(&mut stream).await {
+            gone.push((p.metadata.name.expect("name"), started.elapsed()));
+        }
+    }
+    println!("deleted after: {gone:?}");
+    let after = |name: &str| gone.iter().find(|(n, _)| n == name).expect("deleted").1;
+    assert!(after("polite") < Duration::from_secs(5), "{gone:?}");
+    assert!(after("stubborn") >= Duration::from_secs(2), "{gone:?}");
+    assert!(after("stubborn") < Duration::from_secs(10), "{gone:?}");
+    for name in ["polite", "stubborn"] {
+        match pods.get(name).await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 404),
+            other => panic!("{name} still exists: {other:?}"),
+        }
+    }
+}
+
+/// Child processes of `pids`, recursively.
+fn descendants(pids: &[u32]) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found: Vec<u32> = Vec::new();
+    let mut frontier = pids.to_vec();
+    while let Some(parent) = frontier.pop() {
+        for (pid, _) in parents.iter().filter(|(_, ppid)| *ppid == parent) {
+            if !found.contains(pid) {
+                found.push(*pid);
+                frontier.push(*pid);
+            }
+        }
+    }
+    found
+}
+
+/// What the panicking block saw of its cluster: the API server URL and the cluster's processes.
+type Seen = (String, Vec<u32>);
+
+const DELIBERATE: &str = "deliberate panic while the cluster runs";
+
+#[tokio::test]
+async fn a_panicking_test_still_stops_the_cluster_its_containerd_and_its_containers() {
+    if !runtime_tier_available() {
+        return;
+    }
+    let dir = short_temp_dir();
+    let needle = dir.path().display().to_string();
+    let seen: Arc<Mutex<Option<Seen>>> = Arc::default();
+    // Keep the deliberate panic out of the test output; any other panic is reported as usual.
+    let report = Arc::new(std::panic::take_hook());
+    let previous = Arc::clone(&report);
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<&str>() != Some(&DELIBERATE) {
+            previous(info);
+        }
+    }));
+    let outcome = AssertUnwindSafe(async {
+        let cluster =
+            LocalCluster::start(ClusterOptions::new(dir.path())).await.expect("cluster starts");
+        let client = cluster.kube_client().await.expect("client");
+        let pods: Api<Pod> = Api::default_namespaced(client);
+        pods.create(
+            &PostParams::default(),
+            &pod("sleeper", vec![container("main", "sleep 3600", json!({}))], json!({})),
+        )
+        .await
+        .expect("create");
+        wait_for(&pods, "sleeper", conditions::is_pod_running()).await;
+        // containerd and the pod's shims mention the cluster directory; the containers are
+        // their children.
+        let mut pids = pids_mentioning(&needle);
+        pids.extend(descendants(&pids));
+        *seen.lock().expect("lock") = Some((cluster.url(), pids));
+        std::panic::panic_any(DELIBERATE);
+    })
+    .catch_unwind()
+    .await;
+    std::panic::set_hook(Box::new(move |info| report(info)));
+    assert!(outcome.is_err(), "the block was meant to panic");
+    let (url, pids) = seen.lock().expect("lock").take().expect("the cluster started");
+    // containerd, the sandbox shim, the sandbox's pause process and the `sleep` container at least.
+    assert!(pids.len() >= 3, "too few cluster processes found before the panic: {pids:?}");
+    let survivors: Vec<u32> = pids.iter().copied().filter(|pid| is_alive(*pid)).collect();
+    assert!(survivors.is_empty(), "processes survived the panic: {survivors:?} of {pids:?}");
+    assert!(pids_mentioning(&needle).is_empty(), "processes still mention {needle}");
+    let address = url.strip_prefix("http://").expect("http url").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while tokio::net::TcpStream::connect(&address).await.is_ok() {
+        assert!(Instant::now() < deadline, "the api server still accepts connections at {address}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the `local-cluster` binary with `args`; (exit code, stdout, stderr).
+async fn local_cluster(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-cluster"))
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .env("LOCAL_CLUSTER_IMAGE_CACHE", default_image_cache())
+        .output()
+        .await
+        .expect("run local-cluster");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs `local-cluster down` when dropped, so a failing test leaves no cluster behind.
+struct DownOnDrop(PathBuf);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_local-cluster"))
+            .arg("down")
+            .arg("--dir")
+            .arg(&self.0)
+            .output();
+    }
+}
+
+#[tokio::test]
+#[allow(clippy::print_stdout)] // reason: the measured `up` time is part of the output
+async fn local_cluster_up_prints_the_environment_a_standard_client_uses_and_down_stops_it() {
+    if !runtime_tier_available() {
+        return;
+    }
+    let temp = short_temp_dir();
+    let dir = temp.path().to_path_buf();
+    let _down = DownOnDrop(dir.clone());
+    let (code, _, _) = local_cluster(&["status"], &dir).await;
+    assert_eq!(code, 3, "status before up");
+
+    let started = Instant::now();
+    let (code, stdout, stderr) = local_cluster(&["up", "--kubernetes-version", "1.29"], &dir).await;
+    println!("local-cluster up took {:?}: {}", started.elapsed(), stderr.trim());
+    assert_eq!(code, 0, "up failed: {stderr}");
+    let kubeconfig = dir.join("kubeconfig");
+    let seccomp_root = dir.join("seccomp");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            format!("export KUBECONFIG={}", kubeconfig.display()),
+            format!("export SECCOMP_ROOT={}", seccomp_root.display())
+        ]
+    );
+    assert!(seccomp_root.join("profiles/deny-mkdir.json").is_file());
+
+    // A standard client: built from the printed kubeconfig, as any tool would.
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    let version = client.apiserver_version().await.expect("version");
+    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "29"));
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    let script = "grep '^Seccomp:' /proc/self/status; mkdir /tmp/x";
+    let done = run_to_completion(
+        &pods,
+        &pod(
+            "cli",
+            vec![container("main", script, localhost("profiles/deny-mkdir.json"))],
+            json!({}),
+        ),
+    )
+    .await;
+    assert_eq!(done.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
+    let out = logs(&pods, "cli", "main").await;
+    assert!(out.contains("Seccomp:\t2") && out.contains("Operation not permitted"), "{out}");
+
+    let (code, stdout, _) = local_cluster(&["status"], &dir).await;
+    assert_eq!(code, 0, "status while running: {stdout}");
+    assert!(stdout.starts_with("running: pid "), "{stdout}");
+    let pid: u32 = std::fs::read_to_string(dir.join("local-cluster.pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(is_alive(pid));
+    let needle = dir.display().to_string();
+    assert!(!pids_mentioning(&needle).is_empty(), "no containerd for the cluster");
+
+    let (code, _, stderr) = local_cluster(&["down"], &dir).await;
+    assert_eq!(code, 0, "down failed: {stderr}");
+    assert!(!is_alive(pid), "the server (pid {pid}) survived down");
+    assert!(pids_mentioning(&needle).is_empty(), "processes of the cluster survived down");
+    let (code, stdout, _) = local_cluster(&["status"], &dir).await;
+    assert_eq!(code, 3, "status after down: {stdout}");
+    assert!(stdout.starts_with("not running"), "{stdout}");
 }

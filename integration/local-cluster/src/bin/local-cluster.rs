@@ -111,8 +111,9 @@ fn log_file(dir: &Path) -> PathBuf {
     dir.join("local-cluster.log")
 }
 
+/// `$LOCAL_CLUSTER_IMAGE_CACHE` when set (tests share one cache), else `<dir>/images`.
 fn image_cache(dir: &Path) -> PathBuf {
-    dir.join("images")
+    std::env::var_os("LOCAL_CLUSTER_IMAGE_CACHE").map_or_else(|| dir.join("images"), PathBuf::from)
 }
 
 fn alive(pid: u32) -> bool {

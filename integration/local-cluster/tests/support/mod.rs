@@ -207,15 +207,52 @@ pub struct RealCluster {
     _dir: tempfile::TempDir,
 }
 
+/// Whether the runtime tier can run here; prints `SKIPPED: <reason>` when it cannot, and fails
+/// under `CI=true`.
 #[allow(clippy::print_stdout)] // reason: a skipped test must say so in the test output
-pub async fn real_cluster(minor: u32) -> Option<RealCluster> {
+pub fn runtime_tier_available() -> bool {
     if let Some(reason) = cluster::missing_prerequisites() {
         assert!(!cluster::prerequisites_required(), "CI=true and the runtime tier {reason}");
         println!("SKIPPED: {reason}");
+        return false;
+    }
+    true
+}
+
+/// A short private directory for a real cluster: containerd's socket must fit in 107 bytes.
+pub fn short_temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("lc").tempdir_in("/tmp").expect("temp dir")
+}
+
+/// PIDs of live processes whose command line mentions `needle` (e.g. a cluster directory: its
+/// containerd, and the shims started with its socket). Zombies do not count.
+pub fn pids_mentioning(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| *pid != me && is_alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).replace('\0', " ").contains(needle))
+        })
+        .collect()
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[allow(clippy::print_stdout)] // reason: the measured start-up time belongs in the test output
+pub async fn real_cluster(minor: u32) -> Option<RealCluster> {
+    if !runtime_tier_available() {
         return None;
     }
-    // Short path: containerd's socket must fit in 107 bytes.
-    let dir = tempfile::Builder::new().prefix("lc").tempdir_in("/tmp").expect("temp dir");
+    let dir = short_temp_dir();
     let options =
         ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor, patch: 0 });
     let cluster = LocalCluster::start(options).await.expect("local cluster starts");
