@@ -15,7 +15,8 @@ fn ensure_file_contents(path: &Path, expected: &str) {
         return;
     }
     if std::env::var("UPDATE_GENERATED").as_deref() == Ok("1") {
-        std::fs::write(path, expected).unwrap_or_else(|e| panic!("failed to write {}: {e}", path.display()));
+        std::fs::write(path, expected)
+            .unwrap_or_else(|e| panic!("failed to write {}: {e}", path.display()));
         return;
     }
     panic!("{} is stale: run `cargo xtask codegen` and commit the result", path.display());
@@ -23,12 +24,16 @@ fn ensure_file_contents(path: &Path, expected: &str) {
 
 #[test]
 fn config_reference_is_current() {
-    ensure_file_contents(&docs_dir().join("config.md"), &podrunner_config::schema::reference_markdown());
+    ensure_file_contents(
+        &docs_dir().join("config.md"),
+        &podrunner_config::schema::reference_markdown(),
+    );
 }
 
 #[test]
 fn config_json_schema_is_current() {
-    let mut schema = serde_json::to_string_pretty(podrunner_config::schema::json_schema()).expect("schema serialises");
+    let mut schema = serde_json::to_string_pretty(podrunner_config::schema::json_schema())
+        .expect("schema serialises");
     schema.push('\n');
     ensure_file_contents(&docs_dir().join("config.schema.json"), &schema);
 }

@@ -20,7 +20,31 @@ impl Rng {
     }
 }
 
-const INTERESTING: &[&str] = &["[", "]", "[[", "\"", "'", "=", "\n", "{", "}", ",", "0x", "1e9999", "-", ".", "é", "\u{0}", "9223372036854775808", "true", "\"\"\"", "#", "1979-05-27T07:32:00Z", "[runners.kubernetes]", "\\u"];
+const INTERESTING: &[&str] = &[
+    "[",
+    "]",
+    "[[",
+    "\"",
+    "'",
+    "=",
+    "\n",
+    "{",
+    "}",
+    ",",
+    "0x",
+    "1e9999",
+    "-",
+    ".",
+    "é",
+    "\u{0}",
+    "9223372036854775808",
+    "true",
+    "\"\"\"",
+    "#",
+    "1979-05-27T07:32:00Z",
+    "[runners.kubernetes]",
+    "\\u",
+];
 
 fn mutate(rng: &mut Rng, text: &str) -> String {
     let mut chars: Vec<char> = text.chars().collect();
@@ -53,9 +77,15 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
 
 #[test]
 fn mutated_documentation_examples_never_panic() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/compat/gitlab-runner-docs");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/compat/gitlab-runner-docs");
     let mut seeds: Vec<String> = std::fs::read_dir(&dir)
-        .map(|entries| entries.filter_map(Result::ok).filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect())
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect()
+        })
         .unwrap_or_default();
     seeds.push("[[runners]]\n[runners.kubernetes.build_container_security_context]\nseccomp_profile = { type = \"Localhost\" }\n".into());
     seeds.sort();
