@@ -1,5 +1,9 @@
 //! `cargo xtask`: the project's automation, and the single CI entry point (`cargo xtask ci`).
-#![allow(clippy::print_stdout, clippy::print_stderr, reason = "xtask reports progress on the terminal")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "xtask reports progress on the terminal"
+)]
 
 mod tidy;
 
@@ -69,7 +73,9 @@ fn main() -> ExitCode {
 
 /// The workspace root.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// Runs a command in the workspace root, echoing it; fails on a non-zero exit.
@@ -103,7 +109,9 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Bench => bench(),
         Task::Images { args } => local_cluster("images", &args),
         Task::LocalCluster { args } => {
-            let (first, rest) = args.split_first().context("usage: cargo xtask local-cluster up|down|status [ARGS]")?;
+            let (first, rest) = args
+                .split_first()
+                .context("usage: cargo xtask local-cluster up|down|status [ARGS]")?;
             local_cluster(first, rest)
         }
     }
@@ -123,7 +131,11 @@ fn codegen(check: bool) -> anyhow::Result<()> {
     let update = if check { "0" } else { "1" };
     let tests = [("podrunner-config", "generated_docs"), ("podrunner", "cli_docs")];
     for (package, test) in tests {
-        sh(env!("CARGO"), &["test", "--locked", "-q", "-p", package, "--", test], &[("UPDATE_GENERATED", update)])?;
+        sh(
+            env!("CARGO"),
+            &["test", "--locked", "-q", "-p", package, "--", test],
+            &[("UPDATE_GENERATED", update)],
+        )?;
     }
     Ok(())
 }
@@ -141,7 +153,13 @@ fn validate() -> anyhow::Result<()> {
     for version in ["1.29", "1.30", "1.37"] {
         let file = out.join(format!("example-{version}.yaml"));
         let output = Command::new(&runner)
-            .args(["render-pod", "--config", "examples/config.toml", "--kubernetes-version", version])
+            .args([
+                "render-pod",
+                "--config",
+                "examples/config.toml",
+                "--kubernetes-version",
+                version,
+            ])
             .current_dir(root())
             .output()
             .context("failed to run runner render-pod")?;
@@ -167,7 +185,17 @@ fn bench() -> anyhow::Result<()> {
 }
 
 fn local_cluster(command: &str, args: &[String]) -> anyhow::Result<()> {
-    let mut full = vec!["run", "--locked", "-q", "-p", "podrunner-local-cluster", "--bin", "local-cluster", "--", command];
+    let mut full = vec![
+        "run",
+        "--locked",
+        "-q",
+        "-p",
+        "podrunner-local-cluster",
+        "--bin",
+        "local-cluster",
+        "--",
+        command,
+    ];
     full.extend(args.iter().map(String::as_str));
     cargo(&full)
 }

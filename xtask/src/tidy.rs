@@ -10,7 +10,9 @@ mod tests {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if path.is_dir() {
-                if !matches!(name.as_str(), "target" | ".git" | "snapshots" | ".venv-kv") && !name.starts_with("target") {
+                if !matches!(name.as_str(), "target" | ".git" | "snapshots" | ".venv-kv")
+                    && !name.starts_with("target")
+                {
                     rust_files(&path, out);
                 }
             } else if name.ends_with(".rs") {
@@ -70,15 +72,21 @@ mod tests {
                 let Some(start) = line.find(&marker) else { continue };
                 let message = &line[start + marker.len()..];
                 let message = message.rsplit_once('"').map_or(message, |(m, _)| m);
-                let first_word = message.split(|c: char| !c.is_alphanumeric()).next().unwrap_or_default();
-                let acronym = first_word.len() > 1 && first_word.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+                let first_word =
+                    message.split(|c: char| !c.is_alphanumeric()).next().unwrap_or_default();
+                let acronym = first_word.len() > 1
+                    && first_word.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
                 let first = message.chars().next();
                 if (first.is_some_and(char::is_uppercase) && !acronym) || message.ends_with('.') {
                     problems.push(format!("{}:{}: {message}", path.display(), n + 1));
                 }
             }
         }
-        assert!(problems.is_empty(), "error messages must start lowercase and not end with '.':\n{}", problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "error messages must start lowercase and not end with '.':\n{}",
+            problems.join("\n")
+        );
     }
 
     #[test]
@@ -86,7 +94,9 @@ mod tests {
         let root = super::super::root();
         let manifests = ["crates", "bin", "integration"]
             .iter()
-            .flat_map(|d| std::fs::read_dir(root.join(d)).into_iter().flatten().filter_map(Result::ok))
+            .flat_map(|d| {
+                std::fs::read_dir(root.join(d)).into_iter().flatten().filter_map(Result::ok)
+            })
             .map(|e| e.path().join("Cargo.toml"))
             .chain([root.join("tests/Cargo.toml"), root.join("xtask/Cargo.toml")])
             .filter(|p| p.exists());
@@ -102,7 +112,10 @@ mod tests {
             for line in text.lines() {
                 let line = line.trim();
                 if line.starts_with("podrunner-") && line.contains("path =") {
-                    problems.push(format!("{}: internal dependency must use workspace = true: {line}", manifest.display()));
+                    problems.push(format!(
+                        "{}: internal dependency must use workspace = true: {line}",
+                        manifest.display()
+                    ));
                 }
             }
         }

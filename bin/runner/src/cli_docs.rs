@@ -18,7 +18,12 @@ pub(crate) fn cli_markdown() -> String {
             continue;
         }
         let name = sub.get_name().to_owned();
-        let help = sub.clone().mut_args(|a| a.hide_env_values(true)).bin_name(format!("runner {name}")).render_long_help().to_string();
+        let help = sub
+            .clone()
+            .mut_args(|a| a.hide_env_values(true))
+            .bin_name(format!("runner {name}"))
+            .render_long_help()
+            .to_string();
         out.push_str(&format!("\n## `runner {name}`\n\n```text\n{}\n```\n", help.trim_end()));
     }
     out
