@@ -25,6 +25,8 @@ pub(crate) enum Command {
     Verify(VerifyArgs),
     /// List the configured runners (name, URL, executor, shortened token).
     List(ListArgs),
+    /// Print the Pod the Kubernetes executor would submit for a job (a dry run, no cluster needed).
+    RenderPod(RenderPodArgs),
 }
 
 /// Where the config file is.
@@ -130,6 +132,36 @@ pub(crate) struct VerifyArgs {
 pub(crate) struct ListArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
+}
+
+/// Output format of `render-pod`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PodOutputFormat {
+    /// A YAML manifest.
+    Yaml,
+    /// A JSON manifest.
+    Json,
+}
+
+/// Arguments of `render-pod`.
+#[derive(Debug, Args)]
+pub(crate) struct RenderPodArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// The `[[runners]]` entry to use, by name. Default: the first kubernetes runner.
+    #[arg(long, env = "RUNNER_RENDER_RUNNER")]
+    pub(crate) runner: Option<String>,
+    /// A GitLab `jobs/request` response body (JSON). Default: a built-in sample job with one
+    /// service.
+    #[arg(long, env = "RUNNER_RENDER_JOB")]
+    pub(crate) job: Option<PathBuf>,
+    /// The target cluster's Kubernetes version, `1.NN` (1.19 to 1.37). Below 1.30, AppArmor
+    /// profiles become annotations. Default: the newest supported version.
+    #[arg(long, value_name = "1.NN", env = "RUNNER_KUBERNETES_VERSION")]
+    pub(crate) kubernetes_version: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PodOutputFormat::Yaml, env = "RUNNER_RENDER_OUTPUT")]
+    pub(crate) output: PodOutputFormat,
 }
 
 #[cfg(test)]

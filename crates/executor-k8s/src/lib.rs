@@ -18,10 +18,12 @@ pub mod names;
 pub mod patch;
 mod pod;
 pub mod resources;
+pub mod sample;
 pub mod security;
 mod vars;
 pub mod version;
 mod volumes;
+pub mod yaml;
 
 pub use error::{Error, Result};
 pub use k8s_openapi;
@@ -125,6 +127,47 @@ pub struct BuiltPod {
 /// pull policy or overwrite, a bad patch, ...).
 pub fn build_pod(input: &BuildInput<'_>) -> Result<BuiltPod> {
     pod::build(input)
+}
+
+/// The pod as a YAML manifest (`apiVersion: v1`, `kind: Pod` first), safe for YAML 1.1 readers.
+///
+/// # Errors
+///
+/// [`Error::Encode`] if the pod cannot be serialised (not expected for builder output).
+pub fn pod_yaml(pod: &Pod) -> Result<String> {
+    let value = serde_json::to_value(pod).map_err(Error::Encode)?;
+    Ok(yaml::to_yaml(&manifest_order(value)))
+}
+
+/// The pod as pretty JSON with a trailing newline.
+///
+/// # Errors
+///
+/// [`Error::Encode`] if the pod cannot be serialised.
+pub fn pod_json(pod: &Pod) -> Result<String> {
+    let value = serde_json::to_value(pod).map_err(Error::Encode)?;
+    let mut text = serde_json::to_string_pretty(&manifest_order(value)).map_err(Error::Encode)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Every map with its keys sorted, whether or not serde_json's `preserve_order` feature is
+/// unified into the build, so output is stable (`apiVersion`, `kind`, `metadata`, `spec` sort
+/// first at the top level).
+fn manifest_order(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries.into_iter().map(|(k, v)| (k, manifest_order(v))).collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(manifest_order).collect())
+        }
+        scalar => scalar,
+    }
 }
 
 /// The `patch_path` values of a runner's `[[pod_spec]]` entries (the files the caller reads

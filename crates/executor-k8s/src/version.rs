@@ -15,6 +15,31 @@ pub const APPARMOR_FIELD_MINOR: u32 = 30;
 /// Pod-level `spec.resources` exists from this minor version on.
 pub const POD_RESOURCES_MINOR: u32 = 32;
 
+/// Parses a Kubernetes version as `1.NN`, `v1.NN` or `1.NN.P` into its minor number, checking
+/// it is within [`MIN_MINOR`]..=[`MAX_MINOR`].
+///
+/// # Errors
+///
+/// A message naming the accepted form or range.
+pub fn parse_minor(text: &str) -> Result<u32, String> {
+    let trimmed = text.trim().trim_start_matches('v');
+    let mut parts = trimmed.split('.');
+    let (Some("1"), Some(minor)) = (parts.next(), parts.next()) else {
+        return Err(format!("invalid Kubernetes version {text:?}: expected 1.NN, e.g. 1.30"));
+    };
+    let patch_ok = parts.next().is_none_or(|p| p.parse::<u32>().is_ok()) && parts.next().is_none();
+    let minor = match minor.parse::<u32>() {
+        Ok(m) if patch_ok => m,
+        _ => return Err(format!("invalid Kubernetes version {text:?}: expected 1.NN, e.g. 1.30")),
+    };
+    if !(MIN_MINOR..=MAX_MINOR).contains(&minor) {
+        return Err(format!(
+            "unsupported Kubernetes version {text:?}: supported are 1.{MIN_MINOR} to 1.{MAX_MINOR}"
+        ));
+    }
+    Ok(minor)
+}
+
 /// The annotation key that carries a container's AppArmor profile before 1.30.
 pub fn apparmor_annotation_key(container: &str) -> String {
     format!("container.apparmor.security.beta.kubernetes.io/{container}")
@@ -54,4 +79,21 @@ pub(crate) fn adapt(pod: &mut Pod, minor: u32) -> Vec<String> {
         ));
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_in_their_usual_spellings() {
+        assert_eq!(parse_minor("1.29"), Ok(29));
+        assert_eq!(parse_minor("v1.30"), Ok(30));
+        assert_eq!(parse_minor("1.37.2"), Ok(37));
+        assert!(parse_minor("1.18").unwrap_err().contains("supported are 1.19 to 1.37"));
+        assert!(parse_minor("1.38").is_err());
+        assert!(parse_minor("2.0").is_err());
+        assert!(parse_minor("1.x").is_err());
+        assert!(parse_minor("1.30.1.2").is_err());
+    }
 }

@@ -2,6 +2,7 @@
 
 mod check_config;
 mod list;
+mod render_pod;
 mod run;
 mod verify;
 
@@ -16,5 +17,6 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::List(args) => list::run(&args),
+        Command::RenderPod(args) => render_pod::run(&args),
     }
 }
