@@ -184,6 +184,9 @@ fn bench() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo run` of the `local-cluster` binary (in `integration/local-cluster`). Its exit code is
+/// passed through: `status` answers 3 when the cluster is not running, which is not an error.
+/// Its stdout is untouched, so `eval "$(cargo xtask local-cluster up)"` works.
 fn local_cluster(command: &str, args: &[String]) -> anyhow::Result<()> {
     let mut full = vec![
         "run",
@@ -197,7 +200,16 @@ fn local_cluster(command: &str, args: &[String]) -> anyhow::Result<()> {
         command,
     ];
     full.extend(args.iter().map(String::as_str));
-    cargo(&full)
+    let status = Command::new(env!("CARGO"))
+        .args(&full)
+        .current_dir(root())
+        .status()
+        .context("failed to start cargo")?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => std::process::exit(code),
+        None => bail!("`local-cluster {command}` was killed by a signal ({status})"),
+    }
 }
 
 fn ci() -> anyhow::Result<()> {
