@@ -394,3 +394,20 @@ async fn a_simple_pod_runs_within_a_second_and_deletion_cleans_up() {
     assert!(sandboxes.is_empty(), "{sandboxes:?}");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_helper_image_has_git_as_soon_as_the_node_is_ready() {
+    let Some(t) = start_node("the_helper_image_has_git_as_soon_as_the_node_is_ready").await else {
+        return;
+    };
+    // Created right after start: the helper image may still be importing in the background,
+    // and the agent must wait for it instead of reporting ErrImageNeverPull.
+    let mut c = sh("c", "git --version && ls /etc/ssl/certs/ca-certificates.crt");
+    c["image"] = json!("localhost/helper:latest");
+    t.create(pod("helper", json!({"containers": [c]})));
+    let status = t.cluster.wait_phase("helper", "Succeeded").await;
+    assert_eq!(exit_code(&status, "c"), Some(0));
+    let log = t.log("helper", "c");
+    assert!(log.contains(" stdout F git version "), "{log}");
+    t.shutdown().await;
+}

@@ -76,6 +76,8 @@ struct Inner {
     config: NodeConfig,
     apparmor_enabled: bool,
     pods: Mutex<HashMap<(String, String), Arc<PodEntry>>>,
+    /// `false` while images are still being imported in the background.
+    imports: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What the agent keeps per pod, shared between the pod worker and the other entry points.
@@ -108,12 +110,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl NodeAgent {
     /// An agent driving the runtime behind `cri`.
     pub fn new(cri: CriClient, config: NodeConfig) -> Self {
+        Self::with_pending_imports(cri, config, tokio::sync::watch::channel(true).1)
+    }
+
+    /// Like [`NodeAgent::new`], but image checks wait until `imports` turns `true` (images
+    /// still being imported in the background), so a missing image is only reported once every
+    /// import has finished.
+    pub fn with_pending_imports(
+        cri: CriClient,
+        config: NodeConfig,
+        imports: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 cri,
                 config,
                 apparmor_enabled: security::host_apparmor_enabled(),
                 pods: Mutex::new(HashMap::new()),
+                imports,
             }),
         }
     }
@@ -869,7 +883,15 @@ impl Worker {
                 "Always".to_owned()
             }
         });
-        if let Some(info) = self.image_status(&image).await {
+        let mut found = self.image_status(&image).await;
+        if found.is_none() && !*self.inner.imports.borrow() {
+            // Images are still being imported in the background: decide once they are in.
+            let mut imports = self.inner.imports.clone();
+            // An error means the importer is gone, which also means it is done.
+            let _ = imports.wait_for(|done| *done).await;
+            found = self.image_status(&image).await;
+        }
+        if let Some(info) = found {
             self.event(
                 "Normal",
                 "Pulled",

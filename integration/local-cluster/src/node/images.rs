@@ -192,6 +192,43 @@ pub fn import_images(socket: &Path, images: &[BuiltImage]) -> Result<()> {
     Ok(())
 }
 
+/// [`import_images`] without blocking the runtime: `ctr` is killed when the returned future is
+/// dropped, so an aborted import never outlives its node (a `ctr` whose containerd went away
+/// can otherwise wait for it indefinitely).
+pub async fn import_images_async(socket: &Path, images: &[BuiltImage]) -> Result<()> {
+    if images.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let names = || images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
+    let owned = images.to_vec();
+    let archive = tokio::task::spawn_blocking(move || combined_archive(&owned))
+        .await
+        .map_err(|_| Error::ImportPanicked)??;
+    let output = tokio::process::Command::new("ctr")
+        .arg("-a")
+        .arg(socket)
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(&archive)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| Error::Spawn { program: "ctr".to_owned(), source })?;
+    if !output.status.success() {
+        return Err(Error::ImageImport {
+            image: names(),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    tracing::debug!(
+        images = %names(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "images imported"
+    );
+    Ok(())
+}
+
 /// One OCI layout holding every image of `images` (their index entries, each blob once), cached
 /// next to the first archive under a name derived from the manifest digests.
 fn combined_archive(images: &[BuiltImage]) -> Result<PathBuf> {

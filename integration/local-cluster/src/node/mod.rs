@@ -35,6 +35,7 @@ pub use containerd::{Containerd, ContainerdConfig};
 pub use cri::CriClient;
 pub use images::{
     BUSYBOX_IMAGE, BuiltImage, HELPER_IMAGE, PAUSE_IMAGE, build_images, import_images,
+    import_images_async,
 };
 
 /// Errors of the node half.
@@ -179,7 +180,8 @@ pub struct StartupTimings {
     pub images_built: Duration,
     /// Spawning containerd until CRI answers `Version`.
     pub containerd_ready: Duration,
-    /// `ctr images import` of all images (in parallel).
+    /// `ctr images import` of the busybox and sandbox images (in parallel). The helper image is
+    /// imported in the background after start; image checks wait for it.
     pub images_imported: Duration,
     /// Everything.
     pub total: Duration,
@@ -192,6 +194,8 @@ pub struct LocalNode {
     agent: Arc<NodeAgent>,
     seccomp_root: PathBuf,
     timings: StartupTimings,
+    /// The background image import; aborted (killing its `ctr`) when the node stops.
+    background: tokio::task::JoinHandle<()>,
 }
 
 impl LocalNode {
@@ -211,11 +215,28 @@ impl LocalNode {
         let containerd = Containerd::start(&ContainerdConfig::new(dir.join("containerd"))).await?;
         let containerd_ready = t.elapsed();
         let t = Instant::now();
-        let socket = containerd.socket().to_path_buf();
-        tokio::task::spawn_blocking(move || import_images(&socket, &images))
-            .await
-            .map_err(|_| Error::ImportPanicked)??;
+        // The busybox and sandbox images are imported before the node is ready; the larger
+        // helper image is imported in the background, and the agent holds back image checks
+        // until that import has finished, so a pod never sees a half-imported node.
+        let (now, later): (Vec<BuiltImage>, Vec<BuiltImage>) =
+            images.into_iter().partition(|image| image.name != HELPER_IMAGE);
+        import_images_async(containerd.socket(), &now).await?;
         let images_imported = t.elapsed();
+        let (imports_done, imports) = tokio::sync::watch::channel(false);
+        let socket = containerd.socket().to_path_buf();
+        let background = tokio::spawn(async move {
+            let t = Instant::now();
+            match import_images_async(&socket, &later).await {
+                Ok(()) => tracing::info!(
+                    elapsed_ms = t.elapsed().as_millis() as u64,
+                    "background image import finished"
+                ),
+                Err(error) => {
+                    tracing::error!(error = %error, "background image import failed; pods naming those images will not find them");
+                }
+            }
+            imports_done.send_replace(true);
+        });
         let config = NodeConfig {
             node_name: options.node_name.clone(),
             node_ip: "127.0.0.1".to_owned(),
@@ -224,7 +245,7 @@ impl LocalNode {
             logs_dir: dir.join("logs"),
             poll_interval: Duration::from_millis(100),
         };
-        let agent = Arc::new(NodeAgent::new(containerd.cri()?, config));
+        let agent = Arc::new(NodeAgent::with_pending_imports(containerd.cri()?, config, imports));
         let timings = StartupTimings {
             images_built,
             containerd_ready,
@@ -237,7 +258,7 @@ impl LocalNode {
             images_imported_ms = images_imported.as_millis() as u64,
             "node ready"
         );
-        Ok(Self { containerd, agent, seccomp_root, timings })
+        Ok(Self { containerd, agent, seccomp_root, timings, background })
     }
 
     /// The agent, to hand to the API server as its [`crate::contract::NodeRuntime`].
@@ -264,7 +285,14 @@ impl LocalNode {
     /// cleanly), then stops containerd. Dropping the node without calling this still kills
     /// everything, less gracefully.
     pub async fn shutdown(mut self) {
+        self.background.abort();
         self.agent.remove_all_sandboxes().await;
         self.containerd.stop();
+    }
+}
+
+impl Drop for LocalNode {
+    fn drop(&mut self) {
+        self.background.abort();
     }
 }
