@@ -70,6 +70,23 @@ async fn wait_for_phase(pods: &Api<Pod>, name: &str, phase: &str) -> Pod {
 }
 
 #[tokio::test]
+async fn openapi_v3_tells_clients_that_the_server_validates_fields() {
+    let c = api_cluster(33).await;
+    let (code, _, root) = raw(&c.client, "GET", "/openapi/v3", json!(null)).await;
+    assert_eq!(code, 200);
+    let url = root["paths"]["api/v1"]["serverRelativeURL"].as_str().expect("api/v1 url");
+    let (code, _, doc) = raw(&c.client, "GET", url, json!(null)).await;
+    assert_eq!(code, 200);
+    let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
+    assert_eq!(
+        patch["x-kubernetes-group-version-kind"],
+        json!({"group": "", "version": "v1", "kind": "Pod"})
+    );
+    assert_eq!(patch["parameters"][0]["name"], "fieldValidation");
+    assert_eq!(patch["parameters"][0]["in"], "query");
+}
+
+#[tokio::test]
 async fn version_reports_the_configured_kubernetes_release() {
     let c = api_cluster(29).await;
     let info = c.client.apiserver_version().await.expect("version");

@@ -569,6 +569,56 @@ async fn local_cluster(args: &[&str], dir: &Path) -> (i32, String, String) {
     )
 }
 
+/// `kubectl create -f` (default client-side checks: kubectl asks the server's OpenAPI v3 document
+/// whether it validates fields itself) and `kubectl logs`, when kubectl is installed.
+#[allow(clippy::print_stdout)] // reason: a skipped part must say so in the test output
+async fn kubectl_creates_a_pod_and_reads_its_log(kubeconfig: &Path, pods: &Api<Pod>) {
+    let kubectl = |args: &[&str]| {
+        tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    let Ok(version) = kubectl(&["version", "--client"]).await else {
+        println!("SKIPPED: the kubectl part: kubectl is not on PATH");
+        return;
+    };
+    assert!(version.status.success(), "kubectl version failed");
+    let manifest = kubeconfig.with_file_name("kubectl-pod.json");
+    let body = pod(
+        "via-kubectl",
+        vec![container("main", "echo hello from kubectl", json!({}))],
+        json!({}),
+    );
+    std::fs::write(&manifest, serde_json::to_vec(&body).expect("json")).expect("write manifest");
+    let created =
+        kubectl(&["create", "-f", &manifest.display().to_string()]).await.expect("kubectl");
+    assert!(
+        created.status.success(),
+        "kubectl create: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&created.stdout), "pod/via-kubectl created\n");
+    wait_for(pods, "via-kubectl", is_finished()).await;
+    let logs = kubectl(&["logs", "via-kubectl"]).await.expect("kubectl");
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello from kubectl\n");
+    // An unknown field is rejected by the server, as kubectl's strict validation expects.
+    let mut bad = serde_json::to_value(&body).expect("json");
+    bad["metadata"]["name"] = json!("bad-via-kubectl");
+    bad["spec"]["containers"][0]["securityContext"] = json!({"seccompProfil": {}});
+    std::fs::write(&manifest, serde_json::to_vec(&bad).expect("json")).expect("write manifest");
+    let rejected =
+        kubectl(&["create", "-f", &manifest.display().to_string()]).await.expect("kubectl");
+    assert!(!rejected.status.success());
+    let stderr = String::from_utf8_lossy(&rejected.stderr);
+    assert!(
+        stderr.contains(r#"strict decoding error: unknown field "spec.containers[0].securityContext.seccompProfil""#),
+        "{stderr}"
+    );
+}
+
 /// Runs `local-cluster down` when dropped, so a failing test leaves no cluster behind.
 struct DownOnDrop(PathBuf);
 
@@ -633,6 +683,8 @@ async fn local_cluster_up_prints_the_environment_a_standard_client_uses_and_down
     assert_eq!(done.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
     let out = logs(&pods, "cli", "main").await;
     assert!(out.contains("Seccomp:\t2") && out.contains("Operation not permitted"), "{out}");
+
+    kubectl_creates_a_pod_and_reads_its_log(&kubeconfig, &pods).await;
 
     let (code, stdout, _) = local_cluster(&["status"], &dir).await;
     assert_eq!(code, 0, "status while running: {stdout}");

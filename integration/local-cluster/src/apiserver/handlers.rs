@@ -132,6 +132,10 @@ async fn route(
             return Ok(json_response(StatusCode::OK, &groups, &[]));
         }
         "/healthz" | "/livez" | "/readyz" => return Ok((StatusCode::OK, "ok").into_response()),
+        "/openapi/v3" => return Ok(json_response(StatusCode::OK, &openapi_v3_root(), &[])),
+        "/openapi/v3/api/v1" => {
+            return Ok(json_response(StatusCode::OK, &openapi_v3_core(state), &[]));
+        }
         _ => {}
     }
     let not_found = || {
@@ -246,6 +250,47 @@ fn version(state: &State) -> Value {
         "goVersion": "go1.22.0",
         "compiler": "gc",
         "platform": "linux/amd64",
+    })
+}
+
+/// The OpenAPI v3 discovery root: one group-version, `api/v1`.
+fn openapi_v3_root() -> Value {
+    json!({"paths": {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1"}}})
+}
+
+/// A minimal OpenAPI v3 document for `api/v1`: paths only, no schemas. It is enough for
+/// kubectl's check "does the server support `fieldValidation`?" (a PATCH operation tagged with
+/// the kind's `x-kubernetes-group-version-kind` that lists the query parameter): kubectl then
+/// leaves validation to this server (`fieldValidation=Strict`) instead of downloading schemas.
+fn openapi_v3_core(state: &State) -> Value {
+    let field_validation = json!({
+        "name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true},
+    });
+    let mut paths = serde_json::Map::new();
+    for kind in Kind::ALL {
+        let gvk = json!({"group": "", "version": "v1", "kind": kind.kind()});
+        let operation = |verb: &str| {
+            json!({
+                "operationId": format!("{verb}{}", kind.kind()),
+                "x-kubernetes-action": verb,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": [field_validation],
+                "responses": {"200": {"description": "OK"}},
+            })
+        };
+        let (collection, item) = if kind.namespaced() {
+            let base = format!("/api/v1/namespaces/{{namespace}}/{}", kind.plural());
+            (base.clone(), format!("{base}/{{name}}"))
+        } else {
+            (format!("/api/v1/{}", kind.plural()), format!("/api/v1/{}/{{name}}", kind.plural()))
+        };
+        paths.insert(collection, json!({"post": operation("post")}));
+        paths.insert(item, json!({"put": operation("put"), "patch": operation("patch")}));
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": format!("v{}", state.settings.version)},
+        "paths": paths,
     })
 }
 
