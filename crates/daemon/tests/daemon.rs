@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 const WAIT: Duration = Duration::from_secs(15);
 
 /// Interprets script lines like a tiny shell: `echo TEXT`, `sleep MS` (stops on cancel),
+/// `print TEXT` and `pause MS` (like echo without a newline and sleep, without echoing the
+/// command),
 /// `exit N`, `system-fail MSG`. Runs `after_script` (echo only) unless aborted. Records how many
 /// jobs run at once, overall and per value of the job variable `SIDE`.
 #[derive(Default)]
@@ -49,11 +51,14 @@ impl ShellSim {
 
     async fn script(lines: &[String], log: &LogWriter, cancel: &JobCancel) -> JobOutcome {
         for line in lines {
-            log.writeln(&format!("$ {line}"));
             let (cmd, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            if !matches!(cmd, "print" | "pause") {
+                log.writeln(&format!("$ {line}"));
+            }
             match cmd {
                 "echo" => log.writeln(arg),
-                "sleep" => {
+                "print" => log.write(arg.as_bytes()),
+                "sleep" | "pause" => {
                     let ms = arg.parse().unwrap_or(0);
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_millis(ms)) => {}
@@ -546,6 +551,82 @@ async fn daemon_without_runners_idles_until_a_reload_adds_one() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(later.state(), JobState::Pending);
     assert_eq!(mock.job_request_calls(), calls, "requests stopped after the runner was removed");
+    shutdown.cancel();
+    daemon.wait().await;
+}
+
+/// The trace after the daemon's "Running with ..." header.
+fn job_output(trace: &[u8], runner: &str) -> String {
+    let trace = String::from_utf8_lossy(trace).into_owned();
+    let header_end = format!("  on {runner}\x1b[0;m\n");
+    match trace.split_once(&header_end) {
+        Some((_, rest)) => rest.to_owned(),
+        None => panic!("no header in {trace:?}"),
+    }
+}
+
+#[tokio::test]
+async fn coordinator_down_during_a_job_loses_and_duplicates_no_log_bytes() {
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(&MockJob::new("outage").script(&[
+        "echo before the outage",
+        "sleep 400",
+        "echo during the outage",
+        "sleep 400",
+        "echo after the outage",
+    ]));
+    let sim = Arc::new(ShellSim::default());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    assert!(job.wait_trace_contains(b"before the outage\n", WAIT).await);
+    mock.set_down(true);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    mock.set_down(false);
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
+    assert_eq!(
+        job_output(&job.trace(), "r"),
+        "$ echo before the outage\nbefore the outage\n$ sleep 400\n\
+         $ echo during the outage\nduring the outage\n$ sleep 400\n\
+         $ echo after the outage\nafter the outage\n\x1b[32;1mJob succeeded\x1b[0;m\n",
+        "the final trace is exactly what the job printed"
+    );
+    assert!(
+        mock.requests().iter().filter(|r| r.path.ends_with("/trace")).count() >= 2,
+        "the trace went out in several patches"
+    );
+    shutdown.cancel();
+    daemon.wait().await;
+}
+
+#[tokio::test]
+async fn masked_value_printed_in_two_pieces_never_reaches_the_coordinator() {
+    let mock = MockCoordinator::start().await;
+    let secret = "Sup3r-S3cret-Value";
+    let job = mock.enqueue(&MockJob::new("mask").masked_variable("PASSWORD", secret).script(&[
+        "print <Sup3r-S3",
+        "pause 150",
+        "print cret-Value>\n",
+    ]));
+    let sim = Arc::new(ShellSim::default());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
+    let output = job_output(&job.trace(), "r");
+    assert!(output.starts_with("<[MASKED]>\n"), "{output:?}");
+    for p in job.patches() {
+        assert!(
+            !p.body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret is in a patch"
+        );
+    }
     shutdown.cancel();
     daemon.wait().await;
 }

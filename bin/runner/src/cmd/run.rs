@@ -41,6 +41,10 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(code);
         }
     };
+    let logging = Logging::init(
+        logging::format(args.log_format, config.log_format),
+        &logging::level(args.log_level, config.log_level.as_deref()),
+    )?;
     let registry = executors();
     let system_id = settings::system_id(&file.path);
     let daemon_settings =
@@ -56,10 +60,6 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         };
-    let logging = Logging::init(
-        logging::format(args.log_format, config.log_format),
-        &logging::level(args.log_level, config.log_level.as_deref()),
-    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
