@@ -146,9 +146,11 @@ fn validate() -> anyhow::Result<()> {
         sh("bash", &["scripts/install-prereqs.sh"], &[])?;
     }
     cargo(&["build", "--locked", "-q", "-p", "podrunner"])?;
-    let out = root().join("target/validate");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let out = target.join("validate");
     std::fs::create_dir_all(&out)?;
-    let runner = root().join("target/debug/runner");
+    let runner = target.join("debug/runner");
     let mut rendered: Vec<(String, PathBuf)> = Vec::new();
     for version in ["1.29", "1.30", "1.37"] {
         let file = out.join(format!("example-{version}.yaml"));
