@@ -411,3 +411,71 @@ async fn the_helper_image_has_git_as_soon_as_the_node_is_ready() {
     assert!(log.contains(" stdout F git version "), "{log}");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn privileged_read_only_root_args_host_path_and_config_map_volumes_are_applied() {
+    let Some(t) =
+        start_node("privileged_read_only_root_args_host_path_and_config_map_volumes_are_applied")
+            .await
+    else {
+        return;
+    };
+    let host = t.dir.path().join("host-data");
+    std::fs::create_dir_all(&host).expect("host dir");
+    std::fs::write(host.join("greeting"), "from-the-host").expect("host file");
+    t.cluster.config_maps.lock().unwrap().insert(
+        "default/settings".to_owned(),
+        serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"mode": "fast"}}))
+            .expect("cm"),
+    );
+    let mut locked = json!({
+        "name": "locked",
+        "image": "localhost/busybox:latest",
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c"],
+        "args": ["cat /host/greeting; echo; cat /cfg/mode; echo; touch /rootfs-file 2>&1; touch /tmp/ok 2>&1; true"],
+        "volumeMounts": [
+            {"name": "host", "mountPath": "/host", "readOnly": true},
+            {"name": "cfg", "mountPath": "/cfg"},
+        ],
+    });
+    locked["securityContext"] = json!({"readOnlyRootFilesystem": true});
+    let mut privileged = sh("privileged", STATUS);
+    privileged["securityContext"] = json!({"privileged": true});
+    t.create(pod(
+        "mixed",
+        json!({
+            // Privileged containers run without seccomp even when the pod asks for a profile,
+            // as containerd does for the kubelet.
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "volumes": [
+                {"name": "host", "hostPath": {"path": host.display().to_string(), "type": "Directory"}},
+                {"name": "cfg", "configMap": {"name": "settings"}},
+            ],
+            "containers": [locked, privileged],
+        }),
+    ));
+    // The first published status already names the containers as waiting to be created.
+    t.cluster
+        .wait_for("mixed", "pending", |s| {
+            s.phase.as_deref() == Some("Pending") || s.phase.as_deref() == Some("Running")
+        })
+        .await;
+    let first = t.cluster.history.lock().unwrap().iter().find(|(n, _)| n == "mixed").cloned();
+    let (_, first) = first.expect("a status was published");
+    assert_eq!(first.phase.as_deref(), Some("Pending"));
+    assert_eq!(waiting_reason(&first, "locked").as_deref(), Some("ContainerCreating"));
+
+    t.cluster.wait_phase("mixed", "Succeeded").await;
+    let log = t.log("mixed", "locked");
+    assert!(log.contains(" stdout F from-the-host"), "{log}");
+    assert!(log.contains(" stdout F fast"), "{log}");
+    assert!(log.contains("Read-only file system"), "{log}");
+    // /tmp is part of the read-only root here too.
+    assert_eq!(log.matches("Read-only file system").count(), 2, "{log}");
+    let log = t.log("mixed", "privileged");
+    assert!(log.contains("Seccomp:\t0"), "{log}");
+    assert!(!log.contains("CapEff:\t0000000000000000"), "{log}");
+    assert!(!log.contains("CapEff:\t00000000a80425fb"), "privileged kept the default set: {log}");
+    t.shutdown().await;
+}

@@ -305,8 +305,22 @@ pub(crate) fn sandbox_security_context(
             psc.and_then(|s| s.seccomp_profile.as_ref())
                 .map_or_else(unconfined, |p| seccomp_to_cri(p, seccomp_root)),
         ),
+        // As the kubelet does: the runtime refuses a privileged container in a sandbox that
+        // was not created privileged.
+        privileged: has_privileged_container(pod),
         ..Default::default()
     }
+}
+
+/// Whether any init or regular container asks for `privileged`.
+fn has_privileged_container(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|spec| {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .any(|c| c.security_context.as_ref().and_then(|sc| sc.privileged) == Some(true))
+    })
 }
 
 #[cfg(test)]
