@@ -479,3 +479,30 @@ async fn privileged_read_only_root_args_host_path_and_config_map_volumes_are_app
     assert!(!log.contains("CapEff:\t00000000a80425fb"), "privileged kept the default set: {log}");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_container_ignoring_sigterm_is_killed_when_the_grace_period_ends() {
+    let Some(t) =
+        start_node("a_container_ignoring_sigterm_is_killed_when_the_grace_period_ends").await
+    else {
+        return;
+    };
+    let c = sh("c", "trap '' TERM; echo ready; while true; do sleep 0.1; done");
+    t.create(pod("stubborn", json!({"containers": [c]})));
+    t.cluster.wait_phase("stubborn", "Running").await;
+    let started = Instant::now();
+    t.delete("stubborn", 1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !t.cluster.terminated.lock().unwrap().contains(&"stubborn".to_owned()) {
+        assert!(Instant::now() < deadline, "pod_terminated was not called");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = started.elapsed();
+    eprintln!("TIMING grace 1 s, SIGTERM ignored -> pod_terminated: {took:?}");
+    assert!(took >= Duration::from_secs(1), "killed before the grace period ended: {took:?}");
+    let last = t.cluster.status("stubborn").expect("final status");
+    assert_eq!(exit_code(&last, "c"), Some(137), "{last:#?}");
+    let events = t.cluster.events_of("stubborn");
+    assert!(events.iter().any(|e| e.reason == "Killing"), "{events:#?}");
+    t.shutdown().await;
+}
