@@ -10,10 +10,14 @@
 //! ```
 //!
 //! Everything stops when the [`LocalCluster`] is dropped, also while a test panics;
-//! [`LocalCluster::shutdown`] stops it more gracefully (removes pod sandboxes first).
+//! [`LocalCluster::shutdown`] stops it more gracefully (removes pod sandboxes first). A process
+//! killed outright (a test runner's timeout) runs no destructor: for that case a small watchdog
+//! process ([`Reaper`]) waits for this process to die, then kills what is left of the node
+//! (containerd, its shims and their containers) and unmounts its file systems.
 
 use std::{
     path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -108,9 +112,11 @@ pub fn default_image_cache() -> PathBuf {
 /// A running local cluster: API server plus node. Dropping it stops everything.
 #[derive(Debug)]
 pub struct LocalCluster {
-    // Field order is drop order: stop serving first, then the node and its containerd.
+    // Field order is drop order: stop serving first, then the node and its containerd, then the
+    // watchdog (no longer needed).
     apiserver: ApiServer,
     node: Option<LocalNode>,
+    reaper: Option<Reaper>,
     dir: PathBuf,
     kubeconfig: PathBuf,
     seccomp_root: PathBuf,
@@ -130,7 +136,11 @@ impl LocalCluster {
         .map_err(ClusterError::Node)?;
         let seccomp_root = node.seccomp_root().to_path_buf();
         let runtime: Arc<dyn NodeRuntime> = node.agent();
-        Self::assemble(options, runtime, Some(node), seccomp_root, started).await
+        let reaper = Reaper::spawn(node.containerd().dir());
+        let mut cluster =
+            Self::assemble(options, runtime, Some(node), seccomp_root, started).await?;
+        cluster.reaper = reaper;
+        Ok(cluster)
     }
 
     /// Starts the API server with any [`NodeRuntime`] (for API-level tests with a fake node).
@@ -165,7 +175,15 @@ impl LocalCluster {
             startup_ms = u64::try_from(startup.as_millis()).unwrap_or(u64::MAX),
             "local cluster ready"
         );
-        Ok(Self { apiserver, node, dir: options.dir, kubeconfig, seccomp_root, startup })
+        Ok(Self {
+            apiserver,
+            node,
+            reaper: None,
+            dir: options.dir,
+            kubeconfig,
+            seccomp_root,
+            startup,
+        })
     }
 
     /// A `kube::Client` built from the written kubeconfig, like any other client would build it.
@@ -230,6 +248,75 @@ impl LocalCluster {
         if let Some(node) = self.node.take() {
             node.shutdown().await;
         }
+        self.reaper.take();
+    }
+}
+
+/// What the watchdog runs (`sh -c`). `$LC_PARENT` is the process to outlive, `$LC_DIR` the node's
+/// containerd directory: once the parent is gone, every process whose command line mentions the
+/// directory (containerd, its shims) and all their descendants (the containers) are killed, then
+/// the mounts under the directory are lazily unmounted. The directory travels in the
+/// environment, so the watchdog's own command line does not mention it.
+const REAPER_SCRIPT: &str = r#"
+while kill -0 "$LC_PARENT" 2>/dev/null; do sleep 1; done
+victims=" "
+for p in /proc/[0-9]*; do
+  pid=${p#/proc/}
+  [ "$pid" = "$$" ] && continue
+  case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in
+    *"$LC_DIR/"*) victims="$victims$pid " ;;
+  esac
+done
+[ "$victims" = " " ] && exit 0
+changed=1
+while [ "$changed" = 1 ]; do
+  changed=0
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    case "$victims" in *" $pid "*) continue ;; esac
+    ppid=$(sed -n 's/^.*) [A-Za-z] \([0-9]*\) .*$/\1/p' "$p/stat" 2>/dev/null)
+    case "$victims" in *" $ppid "*) victims="$victims$pid "; changed=1 ;; esac
+  done
+done
+kill -KILL $victims 2>/dev/null
+sleep 0.5
+awk -v d="$LC_DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+  while read -r m; do umount -l "$m" 2>/dev/null; done
+"#;
+
+/// The watchdog of a running node, for the case this process is killed without unwinding. It
+/// runs in its own process group, so a signal to the test's process group does not reach it.
+/// Dropping it (the cluster stopped normally) kills it.
+#[derive(Debug)]
+struct Reaper(Child);
+
+impl Reaper {
+    fn spawn(containerd_dir: &Path) -> Option<Self> {
+        use std::os::unix::process::CommandExt as _;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(REAPER_SCRIPT)
+            .env("LC_PARENT", std::process::id().to_string())
+            .env("LC_DIR", containerd_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+        match child {
+            Ok(child) => Some(Self(child)),
+            Err(error) => {
+                tracing::warn!(%error, "failed to start the cluster watchdog; a killed test may leave containerd running");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

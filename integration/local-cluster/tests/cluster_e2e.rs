@@ -556,6 +556,75 @@ async fn a_panicking_test_still_stops_the_cluster_its_containerd_and_its_contain
     }
 }
 
+#[tokio::test]
+async fn a_killed_cluster_process_leaves_no_containerd_shims_or_containers_behind() {
+    if !runtime_tier_available() {
+        return;
+    }
+    let temp = short_temp_dir();
+    let dir = temp.path().to_path_buf();
+    // `serve` holds a LocalCluster; SIGKILL gives it no chance to drop it, as when a test runner
+    // kills a test that timed out.
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-cluster"))
+        .arg("serve")
+        .arg("--dir")
+        .arg(&dir)
+        .env("LOCAL_CLUSTER_IMAGE_CACHE", default_image_cache())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start local-cluster serve");
+    let url_file = dir.join("local-cluster.url");
+    let deadline = Instant::now() + WAIT;
+    while !url_file.exists() {
+        assert!(Instant::now() < deadline, "serve did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(dir.join("kubeconfig")).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    let pods: Api<Pod> = Api::default_namespaced(kube::Client::try_from(config).expect("client"));
+    pods.create(
+        &PostParams::default(),
+        &pod("orphan", vec![container("main", "sleep 3600", json!({}))], json!({})),
+    )
+    .await
+    .expect("create");
+    wait_for(&pods, "orphan", conditions::is_pod_running()).await;
+    let containerd_dir = format!("{}/containerd/", dir.display());
+    let mut pids = pids_mentioning(&containerd_dir);
+    pids.extend(descendants(&pids));
+    assert!(pids.len() >= 3, "too few cluster processes: {pids:?}");
+
+    serve.start_kill().expect("kill serve");
+    serve.wait().await.expect("reap serve");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let survivors: Vec<u32> = pids.iter().copied().filter(|pid| is_alive(*pid)).collect();
+        if survivors.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running after serve was killed: {survivors:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The watchdog also unmounts what containerd mounted, so the directory can be removed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mounts_under = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter(|line| line.split(' ').nth(4).is_some_and(|m| m.starts_with(&containerd_dir)))
+            .count()
+    };
+    while mounts_under() > 0 {
+        assert!(Instant::now() < deadline, "mounts left under {containerd_dir}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the `local-cluster` binary with `args`; (exit code, stdout, stderr).
 async fn local_cluster(args: &[&str], dir: &Path) -> (i32, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-cluster"))
