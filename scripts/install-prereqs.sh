@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(protobuf-compiler containerd runc busybox-static apparmor seccomp iproute2)
+APT_PACKAGES=(protobuf-compiler containerd runc busybox-static apparmor seccomp iproute2 git ca-certificates)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
