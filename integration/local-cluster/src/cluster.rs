@@ -12,7 +12,7 @@
 //! Everything stops when the [`LocalCluster`] is dropped, also while a test panics;
 //! [`LocalCluster::shutdown`] stops it more gracefully (removes pod sandboxes first). A process
 //! killed outright (a test runner's timeout) runs no destructor: for that case a small watchdog
-//! process ([`Reaper`]) waits for this process to die, then kills what is left of the node
+//! process (`Reaper`) waits for this process to die, then kills what is left of the node
 //! (containerd, its shims and their containers) and unmounts its file systems.
 
 use std::{

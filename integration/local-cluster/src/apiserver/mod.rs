@@ -1,9 +1,9 @@
 //! A minimal Kubernetes API server: core/v1 namespaces, pods (with `status`, `log`, `exec` and
 //! `attach`), secrets, config maps, service accounts and events, over plain HTTP on loopback.
 //!
-//! Objects live in the [`store`]; pods are handed to the node through
-//! [`NodeRuntime`](crate::contract::NodeRuntime), and the node reports back through the
-//! [`ClusterView`](crate::contract::ClusterView) this server implements.
+//! Objects live in an in-memory store; pods are handed to the node through
+//! [`crate::contract::NodeRuntime`], and the node reports back through the
+//! [`crate::contract::ClusterView`] this server implements.
 
 mod handlers;
 mod pods;
