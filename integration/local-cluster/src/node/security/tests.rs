@@ -120,3 +120,13 @@ fn container_context_carries_user_groups_caps_and_no_new_privs() {
     assert_eq!(caps.add_capabilities, vec!["NET_BIND_SERVICE"]);
     assert_eq!(sc.namespace_options.map(|n| n.network), Some(NamespaceMode::Node as i32));
 }
+
+#[test]
+fn the_sandbox_is_privileged_when_any_container_is() {
+    let plain = pod(json!({"spec": {"containers": [{"name": "c"}]}}));
+    assert!(!sandbox_security_context(&plain, Path::new(ROOT)).privileged);
+    let init_privileged = pod(json!({"spec": {
+        "initContainers": [{"name": "i", "securityContext": {"privileged": true}}],
+        "containers": [{"name": "c", "securityContext": {"privileged": false}}]}}));
+    assert!(sandbox_security_context(&init_privileged, Path::new(ROOT)).privileged);
+}
