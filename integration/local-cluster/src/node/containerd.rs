@@ -29,7 +29,7 @@ const MAX_SOCKET_PATH: usize = 107;
 #[derive(Debug, Clone)]
 pub struct ContainerdConfig {
     /// Directory that holds everything: `config.toml`, `root/`, `state/`, `runc/`, the socket
-    /// and `containerd.log`. Created if missing. Keep it short: the socket path must fit 107 bytes.
+    /// and `containerd.log`. Created if missing. Keep it short: `<dir>/containerd.sock.ttrpc` must fit 107 bytes.
     pub dir: PathBuf,
     /// Image used for pod sandboxes; it must be imported into the `k8s.io` namespace before the
     /// first `RunPodSandbox`.
@@ -78,7 +78,8 @@ impl Containerd {
             source,
         })?;
         let socket = dir.join("containerd.sock");
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        // The ttrpc socket next to it is 6 bytes longer.
+        if socket.as_os_str().len() + ".ttrpc".len() > MAX_SOCKET_PATH {
             return Err(Error::SocketPathTooLong { path: socket });
         }
         let stream_port = free_port()?;

@@ -82,7 +82,9 @@ pub enum Error {
         message: String,
     },
     /// The containerd socket path exceeds the kernel's limit.
-    #[error("containerd socket path is too long (max 107 bytes): {path}")]
+    #[error(
+        "containerd socket path is too long (max 101 bytes, 107 with its .ttrpc suffix): {path}"
+    )]
     SocketPathTooLong {
         /// The path.
         path: PathBuf,
@@ -165,7 +167,7 @@ pub fn install_example_profiles(seccomp_root: &Path) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     /// Everything of this node lives here (see the module doc). Keep the path short: the
-    /// containerd socket must fit in 107 bytes.
+    /// path `<dir>/containerd/containerd.sock.ttrpc` must fit in 107 bytes.
     pub dir: PathBuf,
     /// Where image archives are cached across runs (e.g. `target/local-cluster/images`).
     pub image_cache: PathBuf,

@@ -178,15 +178,17 @@ pub(crate) async fn start_node(test: &str) -> Option<TestNode> {
         eprintln!("SKIPPED: {test}: {reason}");
         return None;
     }
-    // The node lives under the target directory unless the containerd socket path
-    // (`<dir>/containerd/containerd.sock`) would exceed the kernel's 107-byte limit.
+    // The node lives under the target directory unless containerd's socket paths
+    // (`<dir>/containerd/containerd.sock.ttrpc`) would exceed the kernel's 107-byte limit.
     let target_tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let parent =
-        if target_tmp.as_os_str().len() + "/lcnXXXXXX/containerd/containerd.sock".len() <= 107 {
-            target_tmp.join("nodes")
-        } else {
-            std::env::temp_dir()
-        };
+    let parent = if target_tmp.as_os_str().len()
+        + "/nodes/lcnXXXXXX/containerd/containerd.sock.ttrpc".len()
+        <= 107
+    {
+        target_tmp.join("nodes")
+    } else {
+        std::env::temp_dir()
+    };
     std::fs::create_dir_all(&parent).expect("node parent directory");
     let dir = tempfile::Builder::new().prefix("lcn").tempdir_in(&parent).expect("node directory");
     let cache = target_tmp.join("local-cluster-images");
