@@ -29,7 +29,8 @@ const MAX_SOCKET_PATH: usize = 107;
 #[derive(Debug, Clone)]
 pub struct ContainerdConfig {
     /// Directory that holds everything: `config.toml`, `root/`, `state/`, `runc/`, the socket
-    /// and `containerd.log`. Created if missing. Keep it short: `<dir>/containerd.sock.ttrpc` must fit 107 bytes.
+    /// and `containerd.log`. Created if missing. Keep it short: `<dir>/containerd.sock.ttrpc`
+    /// must fit 107 bytes.
     pub dir: PathBuf,
     /// Image used for pod sandboxes; it must be imported into the `k8s.io` namespace before the
     /// first `RunPodSandbox`.
