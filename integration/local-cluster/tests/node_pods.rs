@@ -481,9 +481,8 @@ async fn privileged_read_only_root_args_host_path_and_config_map_volumes_are_app
 }
 
 #[tokio::test]
-async fn a_container_ignoring_sigterm_is_killed_when_the_grace_period_ends() {
-    let Some(t) =
-        start_node("a_container_ignoring_sigterm_is_killed_when_the_grace_period_ends").await
+async fn a_container_ignoring_sigterm_is_killed_after_the_grace_period_of_at_least_two_seconds() {
+    let Some(t) = start_node("a_container_ignoring_sigterm_is_killed_after_the_grace_period").await
     else {
         return;
     };
@@ -499,7 +498,8 @@ async fn a_container_ignoring_sigterm_is_killed_when_the_grace_period_ends() {
     }
     let took = started.elapsed();
     eprintln!("TIMING grace 1 s, SIGTERM ignored -> pod_terminated: {took:?}");
-    assert!(took >= Duration::from_secs(1), "killed before the grace period ended: {took:?}");
+    // The kubelet never gives less than 2 s between SIGTERM and SIGKILL.
+    assert!(took >= Duration::from_secs(2), "killed before the minimum grace period: {took:?}");
     let last = t.cluster.status("stubborn").expect("final status");
     assert_eq!(exit_code(&last, "c"), Some(137), "{last:#?}");
     let events = t.cluster.events_of("stubborn");

@@ -40,6 +40,10 @@ use super::{
 use crate::contract::{BoxFuture, ClusterView, NodeError, NodeRuntime, StreamRequest};
 
 /// Kubelet-style back-off for failed container starts and image pulls.
+/// The kubelet's floor for the SIGTERM-to-SIGKILL window (`minimumGracePeriodInSeconds`): even a
+/// deletion with a shorter grace period gives each container this long.
+const MINIMUM_GRACE_PERIOD_SECONDS: i64 = 2;
+
 const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// How long an image pull may take before it counts as failed.
@@ -324,7 +328,7 @@ async fn kill_pod(
                 .runtime
                 .stop_container(StopContainerRequest {
                     container_id: id.clone(),
-                    timeout: grace.max(0),
+                    timeout: grace.max(MINIMUM_GRACE_PERIOD_SECONDS),
                 })
                 .await
             {
