@@ -510,7 +510,7 @@ fn is_websocket_upgrade(request: &Request) -> bool {
 }
 
 /// `pods/exec` and `pods/attach`: asks the node for a streaming URL and proxies the websocket
-/// (channel protocol `v4.channel.k8s.io` and friends) between the client and that URL, as the
+/// (channel protocols `v5.channel.k8s.io` and older) between the client and that URL, as the
 /// kubelet proxies to the CRI streaming server.
 pub(crate) async fn stream(
     state: &Arc<State>,
@@ -546,7 +546,7 @@ pub(crate) async fn stream(
     }
     if !is_websocket_upgrade(&request) {
         return Err(ApiError::bad_request(
-            "Upgrade request required: this server speaks websocket (v4.channel.k8s.io) only",
+            "Upgrade request required: this server speaks the websocket channel protocols (v5.channel.k8s.io and older), not SPDY",
         ));
     }
     let key = request
@@ -569,15 +569,29 @@ pub(crate) async fn stream(
         .as_str()
         .into_client_request()
         .map_err(|e| ApiError::internal(format!("invalid streaming url {url}: {e}")))?;
-    if !offered.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&offered)
+    // containerd's streaming server speaks up to v4; a client offering v5 (kubectl 1.30+, which
+    // offers nothing else over websockets) gets v5 from this server, translated to v4 as the real
+    // API server translates it for kubelets: v5 only adds the CLOSE signal (channel 255).
+    let offered: Vec<&str> = offered.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    let translate_v5 = offered.contains(&V5_PROTOCOL);
+    let mut upstream_offer: Vec<&str> =
+        offered.iter().copied().filter(|p| *p != V5_PROTOCOL).collect();
+    if translate_v5 && upstream_offer.is_empty() {
+        upstream_offer.push("v4.channel.k8s.io");
+    }
+    if !upstream_offer.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&upstream_offer.join(", "))
     {
         upstream_request.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
     }
     let (upstream, upstream_response) = tokio_tungstenite::connect_async(upstream_request)
         .await
         .map_err(|e| ApiError::internal(format!("error dialing the streaming server: {e}")))?;
-    let protocol = upstream_response.headers().get(http::header::SEC_WEBSOCKET_PROTOCOL).cloned();
+    let protocol = if translate_v5 {
+        Some(HeaderValue::from_static(V5_PROTOCOL))
+    } else {
+        upstream_response.headers().get(http::header::SEC_WEBSOCKET_PROTOCOL).cloned()
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -585,7 +599,7 @@ pub(crate) async fn stream(
                 let client =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                proxy(client, upstream).await;
+                proxy(client, upstream, translate_v5).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
@@ -606,8 +620,16 @@ pub(crate) async fn stream(
     Ok(response)
 }
 
-/// Copies websocket messages both ways until either side closes.
-async fn proxy<A, B>(client: WebSocketStream<A>, upstream: WebSocketStream<B>)
+/// The websocket channel protocol with the CLOSE signal (Kubernetes 1.29+).
+const V5_PROTOCOL: &str = "v5.channel.k8s.io";
+
+/// The v5 CLOSE signal: a binary message on channel 255 whose payload names the stream.
+const V5_CLOSE_CHANNEL: u8 = 255;
+
+/// Copies websocket messages both ways until either side closes. With `translate_v5` the client
+/// speaks v5 and the upstream v4: the client's CLOSE signals are dropped (v4 cannot half-close
+/// stdin, so a process waiting for the end of its stdin keeps waiting).
+async fn proxy<A, B>(client: WebSocketStream<A>, upstream: WebSocketStream<B>, translate_v5: bool)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -622,6 +644,11 @@ where
                     break;
                 }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                Message::Binary(data)
+                    if translate_v5 && data.first() == Some(&V5_CLOSE_CHANNEL) =>
+                {
+                    tracing::debug!(stream = ?data.get(1), "dropping a v5 close signal (upstream speaks v4)");
+                }
                 other => {
                     if upstream_tx.send(other).await.is_err() {
                         break;
