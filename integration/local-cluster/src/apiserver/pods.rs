@@ -569,14 +569,15 @@ pub(crate) async fn stream(
         .as_str()
         .into_client_request()
         .map_err(|e| ApiError::internal(format!("invalid streaming url {url}: {e}")))?;
-    // containerd's streaming server speaks up to v4; a client offering v5 (kubectl 1.30+, which
-    // offers nothing else over websockets) gets v5 from this server, translated to v4 as the real
-    // API server translates it for kubelets: v5 only adds the CLOSE signal (channel 255).
+    // containerd's streaming server speaks up to v4. A client that offers v4 too gets v4 (it then
+    // knows that stdin cannot be half-closed). A client that offers only v5 (kubectl 1.30+ over
+    // websockets) gets v5 from this server, translated to v4 as the real API server translates
+    // for kubelets; v5 only adds the CLOSE signal (channel 255), which v4 cannot carry.
     let offered: Vec<&str> = offered.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
-    let translate_v5 = offered.contains(&V5_PROTOCOL);
     let mut upstream_offer: Vec<&str> =
         offered.iter().copied().filter(|p| *p != V5_PROTOCOL).collect();
-    if translate_v5 && upstream_offer.is_empty() {
+    let translate_v5 = upstream_offer.is_empty() && offered.contains(&V5_PROTOCOL);
+    if translate_v5 {
         upstream_offer.push("v4.channel.k8s.io");
     }
     if !upstream_offer.is_empty()
