@@ -152,7 +152,7 @@ fn write_index(dir: &Path, index: &Path, built: &[BuiltImage]) -> Result<()> {
         })
         .collect();
     let json = serde_json::to_vec(&entries).map_err(|source| Error::Json { source })?;
-    let tmp = dir.join(format!(".images.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".images.{}.tmp", unique_suffix()));
     fs::write(&tmp, json).and_then(|()| fs::rename(&tmp, index)).map_err(|source| Error::Io {
         action: "write the image index",
         path: index.to_path_buf(),
@@ -285,7 +285,7 @@ fn combined_archive(images: &[BuiltImage]) -> Result<PathBuf> {
     }
     let bytes = outer.into_inner().map_err(to_err)?;
     // A unique temporary name, then rename: concurrent importers never see half a file.
-    let tmp = dir.join(format!(".combined-{}.{}.tmp", &key[..16], std::process::id()));
+    let tmp = dir.join(format!(".combined-{}.{}.tmp", &key[..16], unique_suffix()));
     let mut file = fs::File::create(&tmp).map_err(to_err)?;
     file.write_all(&bytes).map_err(to_err)?;
     fs::rename(&tmp, &path).map_err(to_err)?;
@@ -508,6 +508,14 @@ fn layer_tar(rootfs: &Rootfs) -> Result<Vec<u8>> {
     builder.into_inner().map_err(to_err)
 }
 
+/// `<pid>-<n>`, unique per call within this machine: temporary files of concurrent builders
+/// (other processes, or other threads of this one, as under `cargo test`) never collide.
+fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 fn sha256(data: &[u8]) -> String {
     let digest = Sha256::digest(data);
     let mut hex = String::with_capacity(64);
@@ -595,7 +603,7 @@ fn write_image(dir: &Path, name: &str, rootfs: &Rootfs, cmd: &[String]) -> Resul
     }
     let bytes = outer.into_inner().map_err(to_err)?;
     // Write to a unique temporary name, then rename: concurrent builders never see half a file.
-    let tmp = dir.join(format!(".{stem}-{}.{}.tmp", &manifest_digest[..16], std::process::id()));
+    let tmp = dir.join(format!(".{stem}-{}.{}.tmp", &manifest_digest[..16], unique_suffix()));
     let mut file = fs::File::create(&tmp).map_err(to_err)?;
     file.write_all(&bytes).map_err(to_err)?;
     file.sync_all().map_err(to_err)?;
