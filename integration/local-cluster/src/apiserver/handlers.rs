@@ -23,6 +23,7 @@ use super::{
     selectors::Selector,
     status::{ApiError, success_status},
     store::{Change, EventType, Kind, StoreError},
+    table,
     validation::{self, FieldValidation},
 };
 use crate::contract::{ClusterView, NodeRuntime};
@@ -85,12 +86,36 @@ async fn dispatch(
     let path = request.uri().path().to_owned();
     let query = Query::parse(request.uri().query());
     tracing::debug!(http.method = %method, url.path = %path, "request");
+    let table = method == Method::GET
+        && !query.flag("watch")
+        && !query.flag("follow")
+        && request
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(table::wants_table);
     match route(&state, &method, &path, query, request).await {
+        Ok(response) if table && response.status() == StatusCode::OK => as_table(response).await,
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(http.method = %method, url.path = %path, code = error.code().as_u16(), "request failed");
             error.into_response()
         }
+    }
+}
+
+/// Turns a JSON object or list response into a `Table` (`kubectl get`); other responses (logs,
+/// discovery without a kind) pass unchanged.
+async fn as_table(response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return ApiError::internal("failed to read a response body").into_response();
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(value) if value["metadata"].is_object() && value["kind"].is_string() => {
+            json_response(StatusCode::OK, &table::to_table(&value, chrono::Utc::now()), &[])
+        }
+        _ => Response::from_parts(parts, Body::from(bytes)),
     }
 }
 

@@ -10,6 +10,7 @@ mod pods;
 mod selectors;
 mod status;
 mod store;
+mod table;
 mod validation;
 
 use std::{
