@@ -192,6 +192,7 @@ pub(crate) async fn start_node(test: &str) -> Option<TestNode> {
     std::fs::create_dir_all(&parent).expect("node parent directory");
     let dir = tempfile::Builder::new().prefix("lcn").tempdir_in(&parent).expect("node directory");
     let cache = target_tmp.join("local-cluster-images");
+    let watchdog = Watchdog::spawn(dir.path());
     let node = LocalNode::start(NodeOptions {
         dir: dir.path().to_path_buf(),
         image_cache: cache,
@@ -204,7 +205,68 @@ pub(crate) async fn start_node(test: &str) -> Option<TestNode> {
         "TIMING {test}: images built/reused {:?}, containerd ready {:?}, images imported {:?}, total {:?}",
         t.images_built, t.containerd_ready, t.images_imported, t.total
     );
-    Some(TestNode { node: Some(node), cluster: Arc::new(FakeCluster::default()), dir })
+    Some(TestNode { node: Some(node), cluster: Arc::new(FakeCluster::default()), dir, watchdog })
+}
+
+/// Runs in its own process group until this test process is gone, then kills every process
+/// whose command line names the node directory (containerd, its shims) with all their
+/// descendants (the containers), and unmounts what is left under the directory.
+const WATCHDOG_SCRIPT: &str = r#"
+while kill -0 "$TEST_PID" 2>/dev/null; do sleep 1; done
+found=""
+for cmdline in /proc/[0-9]*/cmdline; do
+  if tr '\0' ' ' < "$cmdline" 2>/dev/null | grep -qF -- "$NODE_DIR"; then
+    pid=${cmdline#/proc/}; found="$found ${pid%/cmdline}"
+  fi
+done
+all="$found"
+while [ -n "$(echo $found)" ]; do
+  children=""
+  for parent in $found; do
+    children="$children $(awk -v p="$parent" '$4 == p {print $1}' /proc/[0-9]*/stat 2>/dev/null)"
+  done
+  found=$(echo $children)
+  all="$all $found"
+done
+[ -n "$(echo $all)" ] && kill -KILL $all 2>/dev/null
+sleep 0.5
+awk -v d="$NODE_DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+  while read -r mount; do umount -l "$mount" 2>/dev/null; done
+rm -rf "$NODE_DIR"
+"#;
+
+/// The node's watchdog process, for a test process that is killed without unwinding (a test
+/// runner's timeout): dropping it (the test ended normally) stops it.
+#[derive(Debug)]
+pub(crate) struct Watchdog(Option<std::process::Child>);
+
+impl Watchdog {
+    fn spawn(dir: &std::path::Path) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG_SCRIPT)
+            .env("TEST_PID", std::process::id().to_string())
+            .env("NODE_DIR", dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        if let Err(error) = &child {
+            eprintln!("warning: no node watchdog ({error}); a killed test may leave containerd");
+        }
+        Self(child.ok())
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// A node plus the fake cluster it reports to; shuts the node down on drop.
@@ -213,6 +275,8 @@ pub(crate) struct TestNode {
     pub(crate) node: Option<LocalNode>,
     pub(crate) cluster: Arc<FakeCluster>,
     pub(crate) dir: tempfile::TempDir,
+    /// Dropped after the node (fields drop in order).
+    pub(crate) watchdog: Watchdog,
 }
 
 impl TestNode {
