@@ -27,6 +27,7 @@ pub(crate) fn to_table(body: &Value, now: DateTime<Utc>) -> Value {
         body["kind"].as_str().unwrap_or_default().to_owned()
     };
     let pods = kind == "Pod";
+    let events = kind == "Event";
     let column = |name: &str, type_: &str, description: &str| json!({"name": name, "type": type_, "format": if name == "Name" { "name" } else { "" }, "description": description, "priority": 0});
     let columns = if pods {
         vec![
@@ -35,6 +36,14 @@ pub(crate) fn to_table(body: &Value, now: DateTime<Utc>) -> Value {
             column("Status", "string", "The pod's phase or the reason it is not running."),
             column("Restarts", "integer", "Container restarts."),
             column("Age", "string", "Time since creation."),
+        ]
+    } else if events {
+        vec![
+            column("Last Seen", "string", "Time since the event was last seen."),
+            column("Type", "string", "Normal or Warning."),
+            column("Reason", "string", "Why the event happened."),
+            column("Object", "string", "The object the event is about."),
+            column("Message", "string", "What happened."),
         ]
     } else {
         vec![
@@ -46,12 +55,25 @@ pub(crate) fn to_table(body: &Value, now: DateTime<Utc>) -> Value {
         .iter()
         .map(|item| {
             let name = item["metadata"]["name"].clone();
-            let age = age(&item["metadata"]["creationTimestamp"], now);
+            let created = age(&item["metadata"]["creationTimestamp"], now);
             let cells = if pods {
                 let (ready, total, restarts) = readiness(item);
-                json!([name, format!("{ready}/{total}"), pod_status(item), restarts, age])
+                json!([name, format!("{ready}/{total}"), pod_status(item), restarts, created])
+            } else if events {
+                let seen = ["lastTimestamp", "eventTime", "firstTimestamp"]
+                    .iter()
+                    .map(|field| &item[*field])
+                    .find(|t| t.is_string())
+                    .unwrap_or(&item["metadata"]["creationTimestamp"]);
+                let involved = &item["involvedObject"];
+                let object = format!(
+                    "{}/{}",
+                    involved["kind"].as_str().unwrap_or_default().to_ascii_lowercase(),
+                    involved["name"].as_str().unwrap_or_default()
+                );
+                json!([age(seen, now), item["type"], item["reason"], object, item["message"]])
             } else {
-                json!([name, age])
+                json!([name, created])
             };
             json!({
                 "cells": cells,
@@ -187,6 +209,19 @@ mod tests {
         assert_eq!(pod(json!({"terminated": {"exitCode": 2}}), false)[2], "ExitCode:2");
         assert_eq!(pod(json!({"running": {}}), true)[2], "Terminating");
         assert_eq!(pod(json!({"running": {}}), true)[4], "2s");
+    }
+
+    #[test]
+    fn events_show_type_reason_object_and_message() {
+        let event = json!({
+            "kind": "Event", "metadata": {"name": "p.1", "creationTimestamp": "2026-01-01T00:09:00Z"},
+            "lastTimestamp": "2026-01-01T00:09:50Z", "type": "Warning", "reason": "Failed",
+            "involvedObject": {"kind": "Pod", "name": "p"}, "message": "Error: boom",
+        });
+        assert_eq!(
+            to_table(&event, now())["rows"][0]["cells"],
+            json!(["10s", "Warning", "Failed", "pod/p", "Error: boom"])
+        );
     }
 
     #[test]
