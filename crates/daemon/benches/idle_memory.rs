@@ -9,9 +9,10 @@
 //! the daemon refuses runners without one; it is never called (no job is handed out), and it
 //! exists only in this bench.
 //!
-//! With `IDLE_MEMORY_RUNNER_BIN=<path to runner>` the bench also measures `runner run` itself,
-//! with a config without runners (the shipped binary refuses every runner until the Kubernetes
-//! executor exists).
+//! The bench also measures `runner run` itself, with a config without runners (the shipped binary
+//! refuses every runner until the Kubernetes executor exists): the binary named by
+//! `IDLE_MEMORY_RUNNER_BIN`, else `runner` next to the bench's profile directory
+//! (`cargo build --release -p podrunner`); without one that part says SKIPPED.
 //!
 //! Environment: `IDLE_MEMORY_SECONDS` (default 10). Exits 1 when the daemon's RSS reaches the
 //! 20 MB target.
@@ -175,12 +176,26 @@ fn main() -> ExitCode {
         if requests == 0 {
             eprintln!("error: the daemon child made no job request: nothing was measured");
         }
-        if let Ok(bin) = std::env::var("IDLE_MEMORY_RUNNER_BIN") {
-            ok &= measure_binary(&bin, idle).await;
+        match runner_bin() {
+            Some(bin) => ok &= measure_binary(&bin, idle).await,
+            None => println!(
+                "idle_memory/runner_run: SKIPPED: no release `runner` binary next to the bench \
+                 (build it with `cargo build --release -p podrunner` or set IDLE_MEMORY_RUNNER_BIN)"
+            ),
         }
         println!("target: VmRSS < {}: {}", mb(TARGET_BYTES), if ok { "met" } else { "NOT met" });
         if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
     })
+}
+
+/// `IDLE_MEMORY_RUNNER_BIN`, else `runner` in the bench's own profile directory if it exists.
+fn runner_bin() -> Option<String> {
+    if let Ok(bin) = std::env::var("IDLE_MEMORY_RUNNER_BIN") {
+        return Some(bin);
+    }
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("runner");
+    candidate.is_file().then(|| candidate.to_string_lossy().into_owned())
 }
 
 async fn measure_binary(bin: &str, idle: Duration) -> bool {
@@ -208,7 +223,11 @@ async fn measure_binary(bin: &str, idle: Duration) -> bool {
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Some((rss, hwm)) => {
-            println!("idle_memory/runner_run (no runners): VmRSS {}, VmHWM {}", mb(rss), mb(hwm));
+            println!(
+                "idle_memory/runner_run ({bin}, no runners, metrics listener): VmRSS {}, VmHWM {}",
+                mb(rss),
+                mb(hwm)
+            );
             rss < TARGET_BYTES
         }
         None => {
