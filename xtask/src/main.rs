@@ -214,10 +214,13 @@ fn local_cluster(command: &str, args: &[String]) -> anyhow::Result<()> {
     }
 }
 
+/// One step of `cargo xtask ci`.
+type Step = fn() -> anyhow::Result<()>;
+
 fn ci() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut timings = Vec::new();
-    let steps: [(&str, fn() -> anyhow::Result<()>); 6] = [
+    let steps: [(&str, Step); 6] = [
         ("prerequisites", || sh("bash", &["scripts/install-prereqs.sh"], &[])),
         ("fmt", || cargo(&["fmt", "--all", "--", "--check"])),
         ("lint", lint),
