@@ -1,6 +1,8 @@
 //! The daemon's tracing subscriber: text or JSON lines on stderr, filtered by a level that a
 //! config reload can change.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -24,7 +26,14 @@ impl Logging {
     pub(crate) fn init(format: LogFormatArg, level: &str) -> anyhow::Result<Self> {
         let (layer, handle) = reload::Layer::new(filter(level)?);
         let (text, json) = match format {
-            LogFormatArg::Text => (Some(fmt::layer().with_writer(std::io::stderr)), None),
+            LogFormatArg::Text => (
+                Some(
+                    fmt::layer()
+                        .with_ansi(std::io::stderr().is_terminal())
+                        .with_writer(std::io::stderr),
+                ),
+                None,
+            ),
             LogFormatArg::Json => (
                 None,
                 Some(
