@@ -51,14 +51,17 @@ pub fn generated_name(prefix: &str, suffix: &str) -> String {
 /// Sanitises a label value: characters outside `[A-Za-z0-9-_.]` become `_`, leading and
 /// trailing `-_.` are trimmed, at most 63 characters (trimmed again).
 pub fn sanitize_label(value: &str) -> String {
-    let mapped: String = value
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
-        .collect();
-    let trim = |s: &str| s.trim_matches(|c| matches!(c, '-' | '_' | '.')).to_owned();
-    let once = trim(&mapped);
-    let cut: String = once.chars().take(63).collect();
-    trim(&cut)
+    let keep = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let edge = |c: char| matches!(c, '-' | '_' | '.');
+    // Every character outside the set becomes `_`, which is itself trimmed at the edges, so the
+    // value is: skip leading edge/foreign characters, take up to 63 mapped characters, trim the end.
+    let mut out = String::with_capacity(value.len().min(63));
+    for c in value.chars().skip_while(|c| !keep(*c) || edge(*c)).take(63) {
+        out.push(if keep(c) { c } else { '_' });
+    }
+    let end = out.trim_end_matches(edge).len();
+    out.truncate(end);
+    out
 }
 
 /// A DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.

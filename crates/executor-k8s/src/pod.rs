@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::{
     api::core::v1::{
-        Affinity, Container, ContainerPort, ExecAction, HTTPGetAction, HTTPHeader, HostAlias,
-        Lifecycle, LifecycleHandler, LocalObjectReference, NodeAffinity, NodeSelector,
+        Affinity, Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, HTTPHeader,
+        HostAlias, Lifecycle, LifecycleHandler, LocalObjectReference, NodeAffinity, NodeSelector,
         NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinity, PodAffinityTerm,
         PodAntiAffinity, PodDNSConfig, PodDNSConfigOption, PodSpec, PreferredSchedulingTerm,
         TCPSocketAction, Toleration, WeightedPodAffinityTerm,
@@ -477,15 +477,14 @@ pub(crate) fn build(input: &BuildInput<'_>) -> Result<BuiltPod> {
     };
 
     // Variables: predefined, the runner's environment, the job's (the last one wins).
-    let shared_builds_dir =
-        volumes::layout(raw.volumes.as_ref(), &Variables::default(), &dirs, false, &mut Vec::new())
-            .shared_builds_dir;
+    let shared_builds_dir = volumes::shared_builds_dir(raw.volumes.as_ref(), &dirs.builds);
     let project_dir = if shared_builds_dir {
         format!("{builds_dir}/{short_token}/{}/{project_path}", input.identity.project_runner_id)
     } else {
         format!("{builds_dir}/{project_path}")
     };
-    let mut vars = Variables::default();
+    // The runner's internal variables, its `environment` and the job's.
+    let mut vars = Variables::with_capacity(8 + runner.raw.environment.len() + job.variables.len());
     vars.internal("CI_RUNNER_SHORT_TOKEN", short_token.clone());
     vars.internal("CI_BUILDS_DIR", builds_dir.clone());
     vars.internal("CI_PROJECT_DIR", project_dir.clone());
@@ -672,10 +671,11 @@ pub(crate) fn build(input: &BuildInput<'_>) -> Result<BuiltPod> {
         ..Container::default()
     };
 
-    let build = Container {
+    let base_env = vars.env();
+    // The build container's `env` is `base_env` itself, moved in once the services have copied it.
+    let mut build = Container {
         command: Some(shell_command.clone()),
         args: job.image.as_ref().map(|i| i.command.clone()).filter(|c| !c.is_empty()),
-        env: Some(vars.env()).filter(|e| !e.is_empty()),
         resources: resources::requirements(&resources::build(raw), &lookup)?,
         ports: ports(&job.image.as_ref().map(image_ports).unwrap_or_default()),
         security_context: Some(security::for_container(
@@ -702,25 +702,42 @@ pub(crate) fn build(input: &BuildInput<'_>) -> Result<BuiltPod> {
         )),
         ..base("helper", helper_image.clone(), build_pull.clone())
     };
+    // Services share the job's environment; their own variables overlay it (last one wins, a
+    // masked one removes the entry), without copying the whole variable set per service.
+    let service_settings = resources::service(raw);
     let mut service_containers = Vec::with_capacity(services.len());
     for (s, name) in services.iter().zip(&service_names) {
-        let mut svc_vars = vars.clone();
+        let mut env = base_env.clone();
+        let mut own: Vec<(&str, String, bool)> = Vec::with_capacity(s.variables.len());
         for (key, value, masked) in &s.variables {
             let value = vars.expand(value);
-            svc_vars.push(crate::vars::Var {
-                key: key.clone(),
-                value,
-                exposable: !masked,
-                masked: *masked,
-            });
+            let position = env.iter().position(|e| e.name == *key);
+            match (position, masked) {
+                (Some(i), true) => {
+                    env.remove(i);
+                }
+                (Some(i), false) => env[i].value = Some(value.replace('$', "$$")),
+                (None, true) => {}
+                (None, false) => env.push(EnvVar {
+                    name: key.clone(),
+                    value: Some(value.replace('$', "$$")),
+                    value_from: None,
+                }),
+            }
+            own.retain(|(k, _, _)| k != key);
+            own.push((key, value, *masked));
         }
-        let svc_lookup = |n: &str| svc_vars.get(n).map(|v| svc_vars.expand(v));
+        let svc_lookup = |n: &str| match own.iter().find(|(k, _, _)| *k == n) {
+            Some((_, _, true)) => None,
+            Some((_, value, false)) => Some(vars.expand(value)),
+            None => lookup(n),
+        };
         let user = s.user.as_deref().map(|u| vars.expand(u)).filter(|u| !u.is_empty());
         service_containers.push(Container {
             command: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
             args: (!s.command.is_empty()).then(|| s.command.clone()),
-            env: Some(svc_vars.env()).filter(|e| !e.is_empty()),
-            resources: resources::requirements(&resources::service(raw), &svc_lookup)?,
+            env: Some(env).filter(|e| !e.is_empty()),
+            resources: resources::requirements(&service_settings, &svc_lookup)?,
             ports: ports(&s.ports),
             security_context: Some(security::for_container(
                 ContainerKind::Service,
@@ -733,6 +750,7 @@ pub(crate) fn build(input: &BuildInput<'_>) -> Result<BuiltPod> {
             ..base(name, s.image.clone(), pull_policy(s.pull_policy, k)?)
         });
     }
+    build.env = Some(base_env).filter(|e| !e.is_empty());
     service_containers.sort_by(|a, b| a.name.cmp(&b.name));
     let mut containers = Vec::with_capacity(2 + service_containers.len());
     containers.push(build);

@@ -2,8 +2,6 @@
 //! `environment` and the job's own variables (last one wins), with `$VAR`/`${VAR}` expansion,
 //! the container environment and feature flags.
 
-use std::collections::HashMap;
-
 use k8s_openapi::api::core::v1::EnvVar;
 use podrunner_config::RunnerConfig;
 use podrunner_coordinator::wire::JobVariable;
@@ -19,20 +17,27 @@ pub(crate) struct Var {
     pub(crate) masked: bool,
 }
 
-/// An ordered, deduplicated variable set.
+/// An ordered, deduplicated variable set. A job has tens of variables, so a linear scan beats
+/// hashing every key (and cloning it into an index).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Variables {
     list: Vec<Var>,
-    index: HashMap<String, usize>,
 }
 
 impl Variables {
+    /// An empty set with room for `capacity` variables (one allocation for the whole job).
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self { list: Vec::with_capacity(capacity) }
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.list.iter().position(|v| v.key == key)
+    }
+
     pub(crate) fn push(&mut self, var: Var) {
-        if let Some(&i) = self.index.get(&var.key) {
-            self.list[i] = var;
-        } else {
-            self.index.insert(var.key.clone(), self.list.len());
-            self.list.push(var);
+        match self.position(&var.key) {
+            Some(i) => self.list[i] = var,
+            None => self.list.push(var),
         }
     }
 
@@ -67,7 +72,7 @@ impl Variables {
 
     /// The value of a variable that may be used for expansion (masked ones never are).
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        let var = &self.list[*self.index.get(key)?];
+        let var = &self.list[self.position(key)?];
         (!var.masked).then_some(var.value.as_str())
     }
 
@@ -79,7 +84,7 @@ impl Variables {
     /// Expands `$VAR` and `${VAR}` (unknown and masked variables expand to nothing), as Go's
     /// `os.Expand` does.
     pub(crate) fn expand(&self, text: &str) -> String {
-        expand_with(text, |name| self.get(name))
+        podrunner_config::expand::expand_variables(text, |name| self.get(name))
     }
 
     /// The container environment: exposable variables only, `$` escaped as `$$` so Kubernetes
@@ -113,65 +118,6 @@ pub(crate) fn parse_bool(value: &str) -> Option<bool> {
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
         _ => None,
     }
-}
-
-/// `os.Expand` with a lookup function.
-pub(crate) fn expand_with<'a>(text: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
-    if !text.contains('$') {
-        return text.to_owned();
-    }
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    let mut start = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'$' || i + 1 >= bytes.len() {
-            i += 1;
-            continue;
-        }
-        out.push_str(&text[start..i]);
-        let rest = &text[i + 1..];
-        let (name, consumed) = shell_name(rest);
-        match (name, consumed) {
-            (Some(name), n) => {
-                out.push_str(lookup(name).unwrap_or(""));
-                i += 1 + n;
-            }
-            (None, 0) => {
-                out.push('$');
-                i += 1;
-            }
-            // Invalid syntax such as an unclosed `${`: the characters are eaten, as in Go.
-            (None, n) => i += 1 + n,
-        }
-        start = i;
-    }
-    out.push_str(&text[start..]);
-    out
-}
-
-/// The variable name after a `$`, and how many bytes it takes.
-fn shell_name(s: &str) -> (Option<&str>, usize) {
-    let bytes = s.as_bytes();
-    if bytes[0] == b'{' {
-        if bytes.len() > 2 && is_special(bytes[1]) && bytes[2] == b'}' {
-            return (Some(&s[1..2]), 3);
-        }
-        return match s[1..].find('}') {
-            Some(0) => (None, 2),
-            Some(end) => (Some(&s[1..=end]), end + 2),
-            None => (None, 1),
-        };
-    }
-    if is_special(bytes[0]) {
-        return (Some(&s[..1]), 1);
-    }
-    let len = bytes.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
-    if len == 0 { (None, 0) } else { (Some(&s[..len]), len) }
-}
-
-fn is_special(b: u8) -> bool {
-    matches!(b, b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-') || b.is_ascii_digit()
 }
 
 #[cfg(test)]

@@ -27,8 +27,6 @@ pub(crate) struct Dirs {
 pub(crate) struct Layout {
     pub(crate) mounts: Vec<VolumeMount>,
     pub(crate) volumes: Vec<Volume>,
-    /// Whether a user volume other than an emptyDir backs the builds dir.
-    pub(crate) shared_builds_dir: bool,
 }
 
 fn mount(
@@ -65,6 +63,22 @@ fn volume(name: &str) -> Volume {
     Volume { name: name.to_owned(), ..Volume::default() }
 }
 
+/// Whether a configured volume other than an emptyDir is mounted at the builds dir (mount paths
+/// expanded without job variables). Then the project directory gets the runner token and
+/// concurrency prefix, as the builds dir may be shared between jobs.
+pub(crate) fn shared_builds_dir(config: Option<&RawVolumes>, builds: &str) -> bool {
+    let Some(v) = config else { return false };
+    let vars = Variables::default();
+    let builds = builds.trim_end_matches('/');
+    let at_builds = |path: &str| vars.expand(path).trim_end_matches('/') == builds;
+    v.host_path.iter().any(|h| at_builds(&h.mount_path))
+        || v.secret.iter().any(|s| at_builds(&s.mount_path))
+        || v.pvc.iter().any(|p| at_builds(&p.mount_path))
+        || v.config_map.iter().any(|c| at_builds(&c.mount_path))
+        || v.csi.iter().any(|c| at_builds(&c.mount_path))
+        || v.nfs.iter().any(|n| at_builds(n.mount_path.as_deref().unwrap_or_default()))
+}
+
 /// Builds mounts and volumes. `attach` adds the scripts and logs directories.
 pub(crate) fn layout(
     config: Option<&RawVolumes>,
@@ -73,7 +87,20 @@ pub(crate) fn layout(
     attach: bool,
     log: &mut Vec<String>,
 ) -> Layout {
-    let mut out = Layout::default();
+    // `Volume` is a large struct: reserve once rather than grow (and copy) per volume.
+    let configured = config.map_or(0, |v| {
+        v.host_path.len()
+            + v.secret.len()
+            + v.pvc.len()
+            + v.config_map.len()
+            + v.empty_dir.len()
+            + v.csi.len()
+            + v.nfs.len()
+    });
+    let mut out = Layout {
+        mounts: Vec::with_capacity(configured + 3),
+        volumes: Vec::with_capacity(configured + 3),
+    };
     if attach {
         for (name, path) in [("scripts", &dirs.scripts), ("logs", &dirs.logs)] {
             out.mounts.push(VolumeMount {
@@ -84,18 +111,15 @@ pub(crate) fn layout(
         }
     }
     let mut builds_mounted = false;
-    let mut note_builds = |path: &str, empty_dir: bool, out: &mut Layout| {
+    let mut note_builds = |path: &str| {
         if path.trim_end_matches('/') == dirs.builds.trim_end_matches('/') {
             builds_mounted = true;
-            if !empty_dir {
-                out.shared_builds_dir = true;
-            }
         }
     };
     if let Some(v) = config {
         for h in &v.host_path {
             let path = vars.expand(&h.mount_path);
-            note_builds(&path, false, &mut out);
+            note_builds(&path);
             out.mounts.push(mount(
                 &h.name,
                 path.clone(),
@@ -112,7 +136,7 @@ pub(crate) fn layout(
         }
         for s in &v.secret {
             let path = vars.expand(&s.mount_path);
-            note_builds(&path, false, &mut out);
+            note_builds(&path);
             out.mounts.push(mount(&s.name, path, s.sub_path.as_ref(), s.read_only, None, vars));
             out.volumes.push(Volume {
                 secret: Some(SecretVolumeSource {
@@ -127,7 +151,7 @@ pub(crate) fn layout(
         for p in &v.pvc {
             let name = vars.expand(&p.name);
             let path = vars.expand(&p.mount_path);
-            note_builds(&path, false, &mut out);
+            note_builds(&path);
             out.mounts.push(mount(
                 &name,
                 path,
@@ -149,7 +173,7 @@ pub(crate) fn layout(
         }
         for c in &v.config_map {
             let path = vars.expand(&c.mount_path);
-            note_builds(&path, false, &mut out);
+            note_builds(&path);
             out.mounts.push(mount(&c.name, path, c.sub_path.as_ref(), c.read_only, None, vars));
             out.volumes.push(Volume {
                 config_map: Some(ConfigMapVolumeSource {
@@ -162,7 +186,7 @@ pub(crate) fn layout(
         }
         for e in &v.empty_dir {
             let path = vars.expand(&e.mount_path);
-            note_builds(&path, true, &mut out);
+            note_builds(&path);
             out.mounts.push(mount(
                 &e.name,
                 path,
@@ -194,7 +218,7 @@ pub(crate) fn layout(
         }
         for c in &v.csi {
             let path = vars.expand(&c.mount_path);
-            note_builds(&path, false, &mut out);
+            note_builds(&path);
             out.mounts.push(mount(&c.name, path, c.sub_path.as_ref(), c.read_only, None, vars));
             out.volumes.push(Volume {
                 csi: Some(CSIVolumeSource {
@@ -211,7 +235,7 @@ pub(crate) fn layout(
         for n in &v.nfs {
             let name = n.name.clone().unwrap_or_default();
             let path = vars.expand(n.mount_path.as_deref().unwrap_or_default());
-            note_builds(&path, false, &mut out);
+            note_builds(&path);
             out.mounts.push(mount(&name, path, n.sub_path.as_ref(), n.read_only, None, vars));
             out.volumes.push(Volume {
                 nfs: Some(NFSVolumeSource {
