@@ -599,3 +599,56 @@ fn pod_level_resources_are_left_out_before_1_32() {
     assert!(value_of(&old.pod)["spec"].get("resources").is_none());
     assert!(old.job_log.iter().any(|l| l.contains("pod-level resources")));
 }
+
+// --- metadata, pull policies and allow-lists ------------------------------------------------
+
+#[test]
+fn user_labels_cannot_use_runner_gitlab_com_keys_and_values_are_sanitised() {
+    let loaded = config(&format!(
+        "{RUNNER}[runners.kubernetes]\nimage = \"alpine\"\n[runners.kubernetes.pod_labels]\n\"manager.runner.gitlab.com/foo\" = \"x\"\n\"RuNnEr.gitlab.com/y\" = \"x\"\n\"team\" = \"plat form!\"\n[runners.kubernetes.pod_annotations]\n\"job.runner.gitlab.com/name\" = \"replaced\"\n"
+    ));
+    let built = render(&loaded, &job(JOB_ONE_SERVICE), LATEST);
+    let labels = built.pod.metadata.labels.as_ref().expect("labels");
+    assert!(!labels.contains_key("manager.runner.gitlab.com/foo"));
+    assert!(!labels.contains_key("RuNnEr.gitlab.com/y"));
+    assert_eq!(labels["team"], "plat_form");
+    assert_eq!(labels["manager.runner.gitlab.com/name"], "myRunner");
+    // Annotations from the config are applied on top of the defaults and may replace them.
+    let annotations = built.pod.metadata.annotations.as_ref().expect("annotations");
+    assert_eq!(annotations["job.runner.gitlab.com/name"], "replaced");
+}
+
+#[test]
+fn a_pull_policy_outside_the_allowed_ones_is_refused_with_upstreams_message() {
+    let loaded = config(&format!(
+        "{RUNNER}[runners.kubernetes]\nimage = \"alpine\"\nallowed_pull_policies = [\"if-not-present\"]\n"
+    ));
+    let job =
+        job(r#"{"id": 1, "token": "t", "image": {"name": "alpine", "pull_policy": "always"}}"#);
+    let error = try_render(&loaded, &job, LATEST, &PatchFiles::new()).expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "pull_policy ([Always]) defined in GitLab pipeline config is not one of the allowed_pull_policies ([IfNotPresent])"
+    );
+    assert_eq!(error.kind(), "runner_configuration_error");
+}
+
+#[test]
+fn images_and_services_outside_the_allow_lists_are_refused() {
+    let loaded = config(&format!(
+        "{RUNNER}[runners.kubernetes]\nimage = \"alpine\"\nallowed_images = [\"registry.example.com/**\"]\nallowed_services = [\"postgres:*\"]\n"
+    ));
+    let allowed = job(
+        r#"{"id": 1, "token": "t", "image": {"name": "registry.example.com/ci/rust:1"}, "services": [{"name": "postgres:16"}]}"#,
+    );
+    assert!(try_render(&loaded, &allowed, LATEST, &PatchFiles::new()).is_ok());
+    let image = job(r#"{"id": 1, "token": "t", "image": {"name": "docker.io/evil:1"}}"#);
+    let error = try_render(&loaded, &image, LATEST, &PatchFiles::new()).expect_err("refused");
+    assert!(error.to_string().contains("is not present on the list of allowed images"), "{error}");
+    let service = job(r#"{"id": 1, "token": "t", "services": [{"name": "redis:7"}]}"#);
+    let error = try_render(&loaded, &service, LATEST, &PatchFiles::new()).expect_err("refused");
+    assert!(
+        error.to_string().contains("is not present on the list of allowed services"),
+        "{error}"
+    );
+}
