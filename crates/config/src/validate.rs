@@ -383,8 +383,17 @@ fn profile(
         &context.key(&format!("{flat}_localhost_profile")),
     );
     let Some((type_, type_path)) = type_ else {
-        if let Some((_, at)) = localhost {
-            sink.warn(&at, format!("{} localhost profile is set without a profile type and is ignored; add type \"Localhost\"", kind.name()));
+        let type_conflict = non_empty_value(forms.table.and_then(|t| t.type_.as_ref())).is_some()
+            && non_empty_value(forms.flat_type).is_some();
+        match localhost {
+            // The two types disagree (already an error): the profile is still checked.
+            Some((name, at)) if type_conflict => {
+                if let Err(reason) = check_localhost_profile(kind, &name) {
+                    sink.error(&at, reason);
+                }
+            }
+            Some((_, at)) => sink.warn(&at, format!("{} localhost profile is set without a profile type and is ignored; add type \"Localhost\"", kind.name())),
+            None => {}
         }
         return None;
     };

@@ -375,6 +375,27 @@ fn both_forms_with_different_values_is_an_error_naming_both_locations() {
 }
 
 #[test]
+fn conflicting_types_still_check_the_localhost_profile() {
+    let text = runner(
+        "[runners.kubernetes.helper_container_security_context]\nseccomp_profile = { type = \"RuntimeDefault\" }\nseccomp_profile_type = \"Localhost\"\nseccomp_profile_localhost_profile = \"/etc/x.json\"\n",
+    );
+    let loaded = load(&text);
+    let found = summary(&text, &loaded);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    let context = "runners[0].kubernetes.helper_container_security_context";
+    assert_eq!(
+        (found[0].0, found[0].1, found[0].3.as_str()),
+        (Severity::Error, 7, &*format!("{context}.seccomp_profile_type"))
+    );
+    assert!(found[0].4.contains("set twice with different values"), "{}", found[0].4);
+    assert_eq!(
+        (found[1].0, found[1].1, found[1].2, found[1].3.as_str()),
+        (Severity::Error, 8, 37, &*format!("{context}.seccomp_profile_localhost_profile"))
+    );
+    assert!(found[1].4.contains("\"/etc/x.json\""), "{}", found[1].4);
+}
+
+#[test]
 fn both_forms_with_identical_values_is_a_warning() {
     let text = runner(
         "[runners.kubernetes.pod_security_context]\napp_armor_profile = { type = \"Unconfined\" }\napp_armor_profile_type = \"Unconfined\"\n",
