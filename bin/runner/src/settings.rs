@@ -167,24 +167,38 @@ fn is_system_id(id: &str) -> bool {
         && id[2..].bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// The install's system id, as gitlab-runner keeps it: read from `.runner_system_id` next to
-/// the config file, or generated and written there (a write failure only costs a new id at the
-/// next start).
-pub(crate) fn system_id(config_path: &Path) -> String {
-    let dir = config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file = dir.join(SYSTEM_ID_FILE);
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        let id = text.trim();
-        if is_system_id(id) {
-            return id.to_owned();
+/// The install's system id, as gitlab-runner keeps it in `.runner_system_id` next to the config
+/// file. [`SystemId::load`] reads it or makes a new one without writing; [`SystemId::save`]
+/// writes a new one once the command has accepted the config (a refused start leaves no file).
+pub(crate) struct SystemId {
+    pub(crate) id: String,
+    /// Where a newly generated id is to be saved; `None` when it was read from there.
+    unsaved: Option<std::path::PathBuf>,
+}
+
+impl SystemId {
+    pub(crate) fn load(config_path: &Path) -> Self {
+        let dir =
+            config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let file = dir.join(SYSTEM_ID_FILE);
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let id = text.trim();
+            if is_system_id(id) {
+                return Self { id: id.to_owned(), unsaved: None };
+            }
+            warn!(file.path = %file.display(), "ignoring an invalid system id file");
         }
-        warn!(file.path = %file.display(), "ignoring an invalid system id file");
+        Self { id: generate_system_id(), unsaved: Some(file) }
     }
-    let id = generate_system_id();
-    if let Err(e) = std::fs::write(&file, format!("{id}\n")) {
-        warn!(file.path = %file.display(), error = %e, "failed to save the system id");
+
+    /// Writes a newly generated id (a write failure only costs a new id at the next start).
+    pub(crate) fn save(&mut self) {
+        if let Some(file) = self.unsaved.take()
+            && let Err(e) = std::fs::write(&file, format!("{}\n", self.id))
+        {
+            warn!(file.path = %file.display(), error = %e, "failed to save the system id");
+        }
     }
-    id
 }
 
 /// A token shortened for display: never the whole token. Known prefixes (`glrt-`, the legacy
@@ -285,8 +299,10 @@ mod tests {
     fn system_id_is_kept_next_to_the_config_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("config.toml");
-        let first = system_id(&path);
-        assert!(is_system_id(&first), "{first}");
-        assert_eq!(system_id(&path), first, "the id is stable across starts");
+        let mut first = SystemId::load(&path);
+        assert!(is_system_id(&first.id), "{}", first.id);
+        assert!(!dir.path().join(SYSTEM_ID_FILE).exists(), "loading alone writes nothing");
+        first.save();
+        assert_eq!(SystemId::load(&path).id, first.id, "the id is stable across starts");
     }
 }

@@ -245,6 +245,8 @@ async fn run_refuses_unknown_and_missing_executors() {
     );
     // The config check's own warning, with its location, comes first.
     assert!(stderr.contains("config.toml:5:12: warning: executor \"docker\""), "{stderr}");
+    // A refused start leaves nothing behind next to the config.
+    assert!(!setup.dir.path().join(".runner_system_id").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -277,6 +279,9 @@ async fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
     assert_eq!(http_status(port, "/metrics").await, Some(200));
     daemon.signal("TERM");
     assert_eq!(daemon.exit_code().await, Some(0), "log:\n{}", daemon.log());
+    let id = std::fs::read_to_string(setup.dir.path().join(".runner_system_id"))
+        .expect("a started daemon saves its system id next to the config");
+    assert!(id.starts_with("s_") && id.trim_end().len() == 14, "{id:?}");
     let log = daemon.log();
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("runner stopped"), "{log}");

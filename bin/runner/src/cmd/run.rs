@@ -46,9 +46,9 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         &logging::level(args.log_level, config.log_level.as_deref()),
     )?;
     let registry = executors();
-    let system_id = settings::system_id(&file.path);
+    let mut system_id = settings::SystemId::load(&file.path);
     let daemon_settings =
-        match settings::daemon_settings(&config, &file.path, &registry, &system_id) {
+        match settings::daemon_settings(&config, &file.path, &registry, &system_id.id) {
             Ok(s) => s,
             Err(refusals) => {
                 print_refusals(&refusals);
@@ -60,6 +60,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         };
+    system_id.save();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -73,7 +74,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         log_flag: args.log_level,
         logging,
         registry,
-        system_id,
+        system_id: system_id.id,
     };
     runtime.block_on(serve(state, daemon_settings, args.config_poll_interval))
 }

@@ -16,7 +16,9 @@ pub(crate) fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    let system_id = settings::system_id(&file.path);
+    let mut system_id = settings::SystemId::load(&file.path);
+    system_id.save();
+    let system_id = system_id.id;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
