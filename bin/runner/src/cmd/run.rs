@@ -126,14 +126,28 @@ async fn serve(
         "shutting down: no new jobs, running jobs may finish within shutdown_timeout; send the signal again to force exit"
     );
     shutdown.cancel();
-    let wait = daemon.wait();
-    tokio::pin!(wait);
-    let report = tokio::select! {
-        report = &mut wait => report,
-        _ = sigterm.recv() => return Ok(forced("SIGTERM")),
-        _ = sigint.recv() => return Ok(forced("SIGINT")),
+    let second_signal = async {
+        tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        }
     };
-    Ok(finished(&report))
+    Ok(match finish_unless_forced(daemon.wait(), second_signal).await {
+        Ok(report) => finished(&report),
+        Err(signal) => forced(signal),
+    })
+}
+
+/// The shutdown report once running jobs are done, or the name of a second signal that came
+/// first (then running jobs are abandoned).
+async fn finish_unless_forced<T>(
+    wait: impl Future<Output = T>,
+    second_signal: impl Future<Output = &'static str>,
+) -> Result<T, &'static str> {
+    tokio::select! {
+        report = wait => Ok(report),
+        signal = second_signal => Err(signal),
+    }
 }
 
 fn forced(signal: &str) -> ExitCode {
@@ -224,5 +238,23 @@ async fn reload(state: &mut State, daemon: &RunningDaemon, forced: bool) {
         Err(e) => {
             error!(config.file = %file, error = %e, "config reload refused, keeping the running settings");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::finish_unless_forced;
+
+    #[tokio::test]
+    async fn a_second_signal_forces_the_exit_while_jobs_still_run() {
+        let jobs_never_finish = std::future::pending::<u32>();
+        let result = finish_unless_forced(jobs_never_finish, async { "SIGTERM" }).await;
+        assert_eq!(result, Err("SIGTERM"));
+    }
+
+    #[tokio::test]
+    async fn without_a_second_signal_the_report_is_awaited() {
+        let result = finish_unless_forced(async { 7 }, std::future::pending()).await;
+        assert_eq!(result, Ok(7));
     }
 }
