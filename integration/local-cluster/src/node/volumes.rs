@@ -120,6 +120,48 @@ fn secret_map(
     cluster.secret(ns, name).map(|s| secret_entries(&s).into_iter().collect())
 }
 
+/// The object a secret or configMap volume (or projection) reads its keys from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Secret,
+    ConfigMap,
+}
+
+/// Which keys of the object are written, with what mode, and whether it may be missing.
+#[derive(Debug, Clone, Copy)]
+struct Keys<'a> {
+    items: Option<&'a Vec<KeyToPath>>,
+    mode: i32,
+    optional: bool,
+}
+
+/// Writes the keys of a Secret or ConfigMap into `dir`; a missing object is an error unless
+/// the volume marks it optional.
+fn write_object(
+    volume: &str,
+    dir: &Path,
+    cluster: &dyn ClusterView,
+    ns: &str,
+    source: Source,
+    object: &str,
+    keys: Keys<'_>,
+) -> Result<(), VolumeError> {
+    let (entries, what, lower) = match source {
+        Source::Secret => (secret_map(cluster, ns, object), "Secret", "secret"),
+        Source::ConfigMap => (config_map_map(cluster, ns, object), "ConfigMap", "configmap"),
+    };
+    match entries {
+        Some(entries) => {
+            write_files(volume, dir, &entries, keys.items, keys.mode, keys.optional, what)
+        }
+        None if keys.optional => Ok(()),
+        None => Err(VolumeError {
+            volume: volume.to_owned(),
+            message: format!("{lower} {object:?} not found"),
+        }),
+    }
+}
+
 fn config_map_map(
     cluster: &dyn ClusterView,
     ns: &str,
@@ -230,50 +272,24 @@ fn prepare_one(
         return make_dir("empty-dir", 0o777);
     }
     if let Some(src) = &volume.secret {
-        let secret_name = src.secret_name.clone().unwrap_or_default();
-        let optional = src.optional == Some(true);
         let dir = make_dir("secret", 0o755)?;
-        match secret_map(cluster, ns, &secret_name) {
-            Some(entries) => write_files(
-                name,
-                &dir,
-                &entries,
-                src.items.as_ref(),
-                src.default_mode.unwrap_or(0o644),
-                optional,
-                "Secret",
-            )?,
-            None if optional => {}
-            None => {
-                return Err(VolumeError {
-                    volume: name.to_owned(),
-                    message: format!("secret {secret_name:?} not found"),
-                });
-            }
-        }
+        let keys = Keys {
+            items: src.items.as_ref(),
+            mode: src.default_mode.unwrap_or(0o644),
+            optional: src.optional == Some(true),
+        };
+        let secret_name = src.secret_name.as_deref().unwrap_or_default();
+        write_object(name, &dir, cluster, ns, Source::Secret, secret_name, keys)?;
         return Ok(dir);
     }
     if let Some(src) = &volume.config_map {
-        let optional = src.optional == Some(true);
         let dir = make_dir("configmap", 0o755)?;
-        match config_map_map(cluster, ns, &src.name) {
-            Some(entries) => write_files(
-                name,
-                &dir,
-                &entries,
-                src.items.as_ref(),
-                src.default_mode.unwrap_or(0o644),
-                optional,
-                "ConfigMap",
-            )?,
-            None if optional => {}
-            None => {
-                return Err(VolumeError {
-                    volume: name.to_owned(),
-                    message: format!("configmap {:?} not found", src.name),
-                });
-            }
-        }
+        let keys = Keys {
+            items: src.items.as_ref(),
+            mode: src.default_mode.unwrap_or(0o644),
+            optional: src.optional == Some(true),
+        };
+        write_object(name, &dir, cluster, ns, Source::ConfigMap, &src.name, keys)?;
         return Ok(dir);
     }
     if let Some(src) = &volume.projected {
@@ -281,46 +297,14 @@ fn prepare_one(
         let mode = src.default_mode.unwrap_or(0o644);
         for source in src.sources.iter().flatten() {
             if let Some(s) = &source.secret {
-                let optional = s.optional == Some(true);
-                match secret_map(cluster, ns, &s.name) {
-                    Some(entries) => write_files(
-                        name,
-                        &dir,
-                        &entries,
-                        s.items.as_ref(),
-                        mode,
-                        optional,
-                        "Secret",
-                    )?,
-                    None if optional => {}
-                    None => {
-                        return Err(VolumeError {
-                            volume: name.to_owned(),
-                            message: format!("secret {:?} not found", s.name),
-                        });
-                    }
-                }
+                let keys =
+                    Keys { items: s.items.as_ref(), mode, optional: s.optional == Some(true) };
+                write_object(name, &dir, cluster, ns, Source::Secret, &s.name, keys)?;
             }
             if let Some(c) = &source.config_map {
-                let optional = c.optional == Some(true);
-                match config_map_map(cluster, ns, &c.name) {
-                    Some(entries) => write_files(
-                        name,
-                        &dir,
-                        &entries,
-                        c.items.as_ref(),
-                        mode,
-                        optional,
-                        "ConfigMap",
-                    )?,
-                    None if optional => {}
-                    None => {
-                        return Err(VolumeError {
-                            volume: name.to_owned(),
-                            message: format!("configmap {:?} not found", c.name),
-                        });
-                    }
-                }
+                let keys =
+                    Keys { items: c.items.as_ref(), mode, optional: c.optional == Some(true) };
+                write_object(name, &dir, cluster, ns, Source::ConfigMap, &c.name, keys)?;
             }
             if source.service_account_token.is_some() {
                 warnings.push(format!(
@@ -448,5 +432,42 @@ mod tests {
         assert!(!safe_relative("a/../../b"));
         assert!(!safe_relative("/etc"));
         assert!(!safe_relative(""));
+    }
+
+    /// One ConfigMap `settings` with key `mode`, no secrets.
+    struct OneConfigMap;
+
+    impl ClusterView for OneConfigMap {
+        fn secret(&self, _: &str, _: &str) -> Option<k8s_openapi::api::core::v1::Secret> {
+            None
+        }
+        fn config_map(&self, _: &str, name: &str) -> Option<k8s_openapi::api::core::v1::ConfigMap> {
+            (name == "settings").then(|| k8s_openapi::api::core::v1::ConfigMap {
+                data: Some(BTreeMap::from([("mode".to_owned(), "fast".to_owned())])),
+                ..Default::default()
+            })
+        }
+        fn set_pod_status(&self, _: &str, _: &str, _: k8s_openapi::api::core::v1::PodStatus) {}
+        fn record_pod_event(&self, _: &str, _: &str, _: &str, _: &str, _: &str) {}
+        fn pod_terminated(&self, _: &str, _: &str) {}
+    }
+
+    #[test]
+    fn objects_are_written_and_a_missing_one_fails_unless_optional() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = |optional| Keys { items: None, mode: 0o644, optional };
+        let write = |source, object: &str, optional| {
+            write_object("v", dir.path(), &OneConfigMap, "ns", source, object, keys(optional))
+        };
+        write(Source::ConfigMap, "settings", false).expect("present config map");
+        assert_eq!(fs::read_to_string(dir.path().join("mode")).expect("key file"), "fast");
+        let missing = write(Source::Secret, "creds", false).expect_err("missing secret");
+        assert_eq!(
+            (missing.volume.as_str(), missing.message.as_str()),
+            ("v", "secret \"creds\" not found")
+        );
+        let missing = write(Source::ConfigMap, "other", false).expect_err("missing config map");
+        assert_eq!(missing.message, "configmap \"other\" not found");
+        write(Source::Secret, "creds", true).expect("an optional secret may be missing");
     }
 }
