@@ -300,7 +300,12 @@ fn images(dir: &Path) -> anyhow::Result<ExitCode> {
     }
     let socket = dir.join("containerd").join("containerd.sock");
     if running_pid(dir).is_some() && socket.exists() {
-        node::import_images(&socket, &built).context("failed to import the images")?;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("failed to start the async runtime")?
+            .block_on(node::import_images(&socket, &built))
+            .context("failed to import the images")?;
         println!("imported into the running cluster's containerd ({})", socket.display());
     }
     eprintln!("images ready in {:.2} s", started.elapsed().as_secs_f64());

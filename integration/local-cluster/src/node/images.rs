@@ -164,38 +164,11 @@ fn write_index(dir: &Path, index: &Path, built: &[BuiltImage]) -> Result<()> {
 /// `ctr images import` of one combined archive (cached next to the others): parallel imports of the
 /// separate archives contend for containerd's ingest locks (`tar-index.json`, the layer the
 /// busybox and pause images share) and took 2 to 4 s, one combined import takes about 1 s.
-pub fn import_images(socket: &Path, images: &[BuiltImage]) -> Result<()> {
-    if images.is_empty() {
-        return Ok(());
-    }
-    let started = Instant::now();
-    let names = || images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
-    let archive = combined_archive(images)?;
-    let output = Command::new("ctr")
-        .arg("-a")
-        .arg(socket)
-        .args(["-n", "k8s.io", "images", "import"])
-        .arg(&archive)
-        .output()
-        .map_err(|source| Error::Spawn { program: "ctr".to_owned(), source })?;
-    if !output.status.success() {
-        return Err(Error::ImageImport {
-            image: names(),
-            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    tracing::debug!(
-        images = %names(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "images imported"
-    );
-    Ok(())
-}
-
-/// [`import_images`] without blocking the runtime: `ctr` is killed when the returned future is
-/// dropped, so an aborted import never outlives its node (a `ctr` whose containerd went away
-/// can otherwise wait for it indefinitely).
-pub async fn import_images_async(socket: &Path, images: &[BuiltImage]) -> Result<()> {
+///
+/// It does not block the runtime, and `ctr` is killed when the returned future is dropped, so an
+/// aborted import never outlives its node (a `ctr` whose containerd went away can otherwise wait
+/// for it indefinitely).
+pub async fn import_images(socket: &Path, images: &[BuiltImage]) -> Result<()> {
     if images.is_empty() {
         return Ok(());
     }

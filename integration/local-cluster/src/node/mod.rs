@@ -35,7 +35,6 @@ pub use containerd::{Containerd, ContainerdConfig};
 pub use cri::CriClient;
 pub use images::{
     BUSYBOX_IMAGE, BuiltImage, HELPER_IMAGE, PAUSE_IMAGE, build_images, import_images,
-    import_images_async,
 };
 
 /// Errors of the node half.
@@ -222,13 +221,13 @@ impl LocalNode {
         // until that import has finished, so a pod never sees a half-imported node.
         let (now, later): (Vec<BuiltImage>, Vec<BuiltImage>) =
             images.into_iter().partition(|image| image.name != HELPER_IMAGE);
-        import_images_async(containerd.socket(), &now).await?;
+        import_images(containerd.socket(), &now).await?;
         let images_imported = t.elapsed();
         let (imports_done, imports) = tokio::sync::watch::channel(false);
         let socket = containerd.socket().to_path_buf();
         let background = tokio::spawn(async move {
             let t = Instant::now();
-            match import_images_async(&socket, &later).await {
+            match import_images(&socket, &later).await {
                 Ok(()) => tracing::info!(
                     elapsed_ms = t.elapsed().as_millis() as u64,
                     "background image import finished"
