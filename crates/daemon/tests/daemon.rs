@@ -9,7 +9,9 @@ use futures::future::BoxFuture;
 use podrunner_coordinator::wire::StepName;
 use podrunner_coordinator::{FailureReason, Job, JobCancel, JobLogConfig, JobOutcome, LogWriter};
 use podrunner_coordinator_mock::{JobState, MockCoordinator, MockJob};
-use podrunner_daemon::{Daemon, DaemonSettings, Executor, ExecutorRegistry, RunnerSettings};
+use podrunner_daemon::{
+    Daemon, DaemonSettings, Executor, ExecutorRegistry, RunnerSettings, RunningDaemon,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -133,6 +135,24 @@ fn registry(sim: &Arc<ShellSim>) -> ExecutorRegistry {
     ExecutorRegistry::new().with("shell-sim", Arc::clone(sim) as Arc<dyn Executor>)
 }
 
+/// A daemon started with `settings` and a fresh shell-simulating executor.
+struct Started {
+    sim: Arc<ShellSim>,
+    shutdown: CancellationToken,
+    daemon: RunningDaemon,
+}
+
+async fn start(settings: DaemonSettings) -> Started {
+    let sim = Arc::new(ShellSim::default());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(settings, &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    Started { sim, shutdown, daemon }
+}
+
 async fn wait_all(jobs: &[podrunner_coordinator_mock::JobHandle]) {
     for j in jobs {
         let s = j.wait_finished(WAIT).await;
@@ -178,15 +198,9 @@ async fn two_runners_share_the_global_concurrent_limit() {
             ),
         );
     }
-    let sim = Arc::new(ShellSim::default());
     let mut s = settings(vec![runner("a", &a), runner("b", &b)]);
     s.concurrent = 2;
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(s, &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { sim, shutdown, daemon } = start(s).await;
     wait_all(&jobs).await;
     shutdown.cancel();
     let report = daemon.wait().await;
@@ -205,18 +219,12 @@ async fn runner_limit_caps_its_jobs_even_with_several_request_workers() {
             )
         })
         .collect();
-    let sim = Arc::new(ShellSim::default());
     let mut r = runner("limited", &mock);
     r.limit = 1;
     r.request_concurrency = 3;
     let mut s = settings(vec![r]);
     s.concurrent = 5;
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(s, &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { sim, shutdown, daemon } = start(s).await;
     wait_all(&jobs).await;
     shutdown.cancel();
     daemon.wait().await;
@@ -229,15 +237,9 @@ async fn outcomes_are_reported_with_exit_code_and_failure_reason() {
     let ok = mock.enqueue(&MockJob::new("ok").script(&["echo hello"]));
     let fail = mock.enqueue(&MockJob::new("fail").script(&["echo bye", "exit 3"]));
     let sys = mock.enqueue(&MockJob::new("sys").script(&["system-fail node gone"]));
-    let sim = Arc::new(ShellSim::default());
     let mut s = settings(vec![runner("r", &mock)]);
     s.concurrent = 3;
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(s, &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(s).await;
     wait_all(&[ok.clone(), fail.clone(), sys.clone()]).await;
     shutdown.cancel();
     daemon.wait().await;
@@ -260,13 +262,7 @@ async fn outcomes_are_reported_with_exit_code_and_failure_reason() {
 async fn graceful_shutdown_lets_running_jobs_finish_and_takes_no_new_job() {
     let mock = MockCoordinator::start().await;
     let running = mock.enqueue(&MockJob::new("long").script(&["sleep 400", "echo finished"]));
-    let sim = Arc::new(ShellSim::default());
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(settings(vec![runner("r", &mock)])).await;
     assert!(running.wait_trace_contains(b"$ sleep 400", WAIT).await);
     let started = Instant::now();
     shutdown.cancel();
@@ -288,15 +284,9 @@ async fn jobs_outliving_the_shutdown_timeout_are_canceled_as_runner_interrupted(
             .after_script(&["echo after"])
             .failure_reasons(&["script_failure", "runner_interrupted"]),
     );
-    let sim = Arc::new(ShellSim::default());
     let mut s = settings(vec![runner("r", &mock)]);
     s.shutdown_timeout = Duration::from_millis(200);
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(s, &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(s).await;
     assert!(job.wait_trace_contains(b"$ sleep 60000", WAIT).await);
     shutdown.cancel();
     let report = daemon.wait().await;
@@ -317,13 +307,7 @@ async fn graceful_cancel_from_gitlab_still_runs_after_script() {
     let job = mock.enqueue(
         &MockJob::new("cancel").script(&["sleep 60000"]).after_script(&["echo cleaned up"]),
     );
-    let sim = Arc::new(ShellSim::default());
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(settings(vec![runner("r", &mock)])).await;
     assert!(job.wait_trace_contains(b"$ sleep 60000", WAIT).await);
     job.cancel_gracefully();
     assert_eq!(job.wait_finished(WAIT).await, JobState::Canceled);
@@ -338,13 +322,7 @@ async fn graceful_cancel_from_gitlab_still_runs_after_script() {
 async fn job_timeout_aborts_the_job_with_job_execution_timeout() {
     let mock = MockCoordinator::start().await;
     let job = mock.enqueue(&MockJob::new("slow").script(&["sleep 60000"]).timeout(1));
-    let sim = Arc::new(ShellSim::default());
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(settings(vec![runner("r", &mock)])).await;
     assert_eq!(job.wait_finished(WAIT).await, JobState::Failed);
     let f = job.final_update().expect("final update");
     assert_eq!(f.failure_reason.as_deref(), Some("job_execution_timeout"));
@@ -368,15 +346,9 @@ async fn runner_with_an_unknown_executor_refuses_to_start() {
 async fn metrics_and_health_endpoints_report_jobs_and_api_statuses() {
     let mock = MockCoordinator::start().await;
     let job = mock.enqueue(&MockJob::new("m"));
-    let sim = Arc::new(ShellSim::default());
     let mut s = settings(vec![runner("metrics-runner", &mock)]);
     s.listen_address = Some("127.0.0.1:0".to_owned());
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(s, &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(s).await;
     let addr = daemon.metrics_addr().expect("listener bound");
     job.wait_finished(WAIT).await;
     // The counters are updated right after the final update; give the task a moment.
@@ -410,15 +382,9 @@ async fn metrics_and_health_endpoints_report_jobs_and_api_statuses() {
 async fn coordinator_outage_is_survived_and_counted() {
     let mock = MockCoordinator::start().await;
     mock.set_down(true);
-    let sim = Arc::new(ShellSim::default());
     let mut s = settings(vec![runner("r", &mock)]);
     s.listen_address = Some("127.0.0.1:0".to_owned());
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(s, &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(s).await;
     let addr = daemon.metrics_addr().expect("listener bound");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let job = mock.enqueue(&MockJob::new("after-outage"));
@@ -437,15 +403,9 @@ async fn coordinator_outage_is_survived_and_counted() {
 async fn reload_adds_and_removes_runners_while_running_jobs_go_on() {
     let (a, b) = (MockCoordinator::start().await, MockCoordinator::start().await);
     let long = a.enqueue(&MockJob::new("long").script(&["sleep 400", "echo end of long"]));
-    let sim = Arc::new(ShellSim::default());
-    let shutdown = CancellationToken::new();
     let mut s = settings(vec![runner("a", &a)]);
     s.concurrent = 4;
-    let daemon = Daemon::new(s, &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(s).await;
     assert!(long.wait_trace_contains(b"$ sleep 400", WAIT).await);
     let mut s = settings(vec![runner("b", &b)]);
     s.concurrent = 4;
@@ -468,13 +428,7 @@ async fn reload_adds_and_removes_runners_while_running_jobs_go_on() {
 #[tokio::test]
 async fn invalid_reload_keeps_the_old_settings() {
     let mock = MockCoordinator::start().await;
-    let sim = Arc::new(ShellSim::default());
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(settings(vec![runner("r", &mock)])).await;
     let mut bad = runner("r", &mock);
     bad.executor = "docker".to_owned();
     let err = daemon.reload(settings(vec![bad])).await.expect_err("unknown executor is refused");
@@ -493,15 +447,9 @@ async fn reload_raises_concurrent_for_waiting_jobs() {
     let jobs: Vec<_> = (0..2)
         .map(|i| mock.enqueue(&MockJob::new(format!("j{i}")).script(&["sleep 500"])))
         .collect();
-    let sim = Arc::new(ShellSim::default());
-    let shutdown = CancellationToken::new();
     let mut r = runner("r", &mock);
     r.request_concurrency = 2;
-    let daemon = Daemon::new(settings(vec![r]), &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { sim, shutdown, daemon } = start(settings(vec![r])).await;
     assert!(jobs[0].wait_trace_contains(b"$ sleep 500", WAIT).await);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(sim.running.load(Ordering::SeqCst), 1, "concurrent = 1");
@@ -525,15 +473,9 @@ async fn reload_raises_concurrent_for_waiting_jobs() {
 #[tokio::test]
 async fn daemon_without_runners_idles_until_a_reload_adds_one() {
     let mock = MockCoordinator::start().await;
-    let sim = Arc::new(ShellSim::default());
-    let shutdown = CancellationToken::new();
     let mut s = settings(Vec::new());
     s.listen_address = Some("127.0.0.1:0".to_owned());
-    let daemon = Daemon::new(s, &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(s).await;
     let addr = daemon.metrics_addr().expect("listener bound");
     let job = mock.enqueue(&MockJob::new("waits-for-a-runner"));
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -575,13 +517,7 @@ async fn coordinator_down_during_a_job_loses_and_duplicates_no_log_bytes() {
         "sleep 400",
         "echo after the outage",
     ]));
-    let sim = Arc::new(ShellSim::default());
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(settings(vec![runner("r", &mock)])).await;
     assert!(job.wait_trace_contains(b"before the outage\n", WAIT).await);
     mock.set_down(true);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -611,13 +547,7 @@ async fn masked_value_printed_in_two_pieces_never_reaches_the_coordinator() {
         "pause 150",
         "print cret-Value>\n",
     ]));
-    let sim = Arc::new(ShellSim::default());
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(settings(vec![runner("r", &mock)]), &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start(settings(vec![runner("r", &mock)])).await;
     assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
     let output = job_output(&job.trace(), "r");
     assert!(output.starts_with("<[MASKED]>\n"), "{output:?}");
