@@ -151,6 +151,17 @@ pub enum PullPolicy {
 }
 
 impl PullPolicy {
+    /// Parses gitlab-runner's spelling (`always`, `if-not-present`, `never`), used in
+    /// `config.toml` and in a job's `pull_policy`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "always" => Some(PullPolicy::Always),
+            "if-not-present" => Some(PullPolicy::IfNotPresent),
+            "never" => Some(PullPolicy::Never),
+            _ => None,
+        }
+    }
+
     /// The Kubernetes spelling.
     pub fn as_kubernetes(self) -> &'static str {
         match self {

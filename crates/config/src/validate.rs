@@ -268,12 +268,10 @@ fn pull_policies(
     let mut out = Vec::new();
     for (i, value) in values.iter().enumerate() {
         let at = if is_list { path.index(i) } else { path.clone() };
-        match value.as_str() {
-            "always" => out.push(PullPolicy::Always),
-            "if-not-present" => out.push(PullPolicy::IfNotPresent),
-            "never" => out.push(PullPolicy::Never),
-            "" => {}
-            other => {
+        match (PullPolicy::parse(value), value.as_str()) {
+            (Some(policy), _) => out.push(policy),
+            (None, "") => {}
+            (None, other) => {
                 let valid = ["always", "if-not-present", "never"];
                 let hint = suggest(other, valid)
                     .map(|s| format!("; did you mean {s:?}?"))

@@ -18,6 +18,7 @@ use k8s_openapi::{
 };
 use podrunner_config::{
     KubernetesConfig,
+    model::PullPolicy,
     raw::{
         RawAffinity, RawKubernetes, RawLabelSelector, RawLifecycleHandler, RawNodeSelectorTerm,
         RawPodAffinity, RawPodAffinityTerm, RawSelectorRequirement,
@@ -210,15 +211,6 @@ fn toleration(key_value: &str, effect: &str) -> Toleration {
     }
 }
 
-fn pull_policy_name(p: &str) -> Option<&'static str> {
-    match p {
-        "always" => Some("Always"),
-        "if-not-present" => Some("IfNotPresent"),
-        "never" => Some("Never"),
-        _ => None,
-    }
-}
-
 /// The pull policies of an image: the job's, else the config's, else the cluster default;
 /// intersected with `allowed_pull_policies`. Returns the Kubernetes spelling of the first one.
 fn pull_policy(job: &[String], k: &KubernetesConfig) -> Result<Option<String>> {
@@ -227,7 +219,8 @@ fn pull_policy(job: &[String], k: &KubernetesConfig) -> Result<Option<String>> {
         let parsed = job
             .iter()
             .map(|p| {
-                pull_policy_name(p)
+                PullPolicy::parse(p)
+                    .map(PullPolicy::as_kubernetes)
                     .ok_or_else(|| Error::InvalidPullPolicy { value: (*p).to_owned() })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -634,6 +634,25 @@ fn a_pull_policy_outside_the_allowed_ones_is_refused_with_upstreams_message() {
 }
 
 #[test]
+fn a_job_pull_policy_is_read_in_gitlab_runners_spelling() {
+    let loaded = config(&format!("{RUNNER}[runners.kubernetes]\nimage = \"alpine\"\n"));
+    let job_with = |policy: &str| {
+        job(&format!(
+            r#"{{"id": 1, "token": "t", "image": {{"name": "alpine", "pull_policy": "{policy}"}}}}"#
+        ))
+    };
+    let built = render(&loaded, &job_with("if-not-present"), LATEST);
+    let build = &built.pod.spec.as_ref().expect("spec").containers[0];
+    assert_eq!(build.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    let error = try_render(&loaded, &job_with("IfNotPresent"), LATEST, &PatchFiles::new())
+        .expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "unsupported pull_policy \"IfNotPresent\": expected always, if-not-present or never"
+    );
+}
+
+#[test]
 fn images_and_services_outside_the_allow_lists_are_refused() {
     let loaded = config(&format!(
         "{RUNNER}[runners.kubernetes]\nimage = \"alpine\"\nallowed_images = [\"registry.example.com/**\"]\nallowed_services = [\"postgres:*\"]\n"
