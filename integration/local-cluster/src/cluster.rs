@@ -333,8 +333,9 @@ pub fn write_kubeconfig(path: &Path, server: &str) -> Result<(), ClusterError> {
         .map_err(|source| ClusterError::Write { path: path.to_path_buf(), source })
 }
 
-/// What a runtime-tier test needs and is missing on this machine, if anything: root and the
-/// `containerd`, `runc`, `ctr` and `busybox` programs.
+/// What a runtime-tier test (a node or a whole cluster) needs and is missing on this machine, if
+/// anything: root, the `containerd`, `containerd-shim-runc-v2`, `runc`, `ctr`, `busybox` and
+/// `ldd` programs, and `/usr/bin/git` for the helper image. Every missing one is named.
 pub fn missing_prerequisites() -> Option<String> {
     let mut missing = Vec::new();
     let is_root = std::fs::read_to_string("/proc/self/status")
@@ -348,10 +349,13 @@ pub fn missing_prerequisites() -> Option<String> {
     if !is_root {
         missing.push("root".to_owned());
     }
-    for tool in ["containerd", "runc", "ctr", "busybox"] {
+    for tool in ["containerd", "containerd-shim-runc-v2", "runc", "ctr", "busybox", "ldd"] {
         if !on_path(tool) {
             missing.push(format!("`{tool}` on PATH"));
         }
+    }
+    if !std::path::Path::new("/usr/bin/git").is_file() {
+        missing.push("/usr/bin/git".to_owned());
     }
     (!missing.is_empty()).then(|| format!("needs {}", missing.join(", ")))
 }

@@ -12,6 +12,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Secret};
 use podrunner_local_cluster::{
+    cluster,
     contract::{ClusterView, NodeRuntime},
     node::{LocalNode, NodeOptions},
 };
@@ -143,36 +144,12 @@ pub(crate) fn exit_code(status: &PodStatus, container: &str) -> Option<i32> {
 }
 
 /// Why the runtime-tier tests cannot run here, if they cannot.
-fn missing_prerequisite() -> Option<String> {
-    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-    });
-    if uid.as_deref() != Some("0") {
-        return Some("not running as root (containerd needs root)".to_owned());
-    }
-    for tool in ["containerd", "ctr", "runc", "containerd-shim-runc-v2", "ldd"] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
-        if !found {
-            return Some(format!(
-                "{tool} is not installed (scripts/install-prereqs.sh installs it)"
-            ));
-        }
-    }
-    if !PathBuf::from("/usr/bin/git").exists() {
-        return Some("/usr/bin/git is not installed".to_owned());
-    }
-    None
-}
-
 /// A started node with its own containerd, or `None` (after printing SKIPPED) when the machine
 /// cannot run it. Under `CI=true` a missing prerequisite fails the test instead.
 pub(crate) async fn start_node(test: &str) -> Option<TestNode> {
-    if let Some(reason) = missing_prerequisite() {
+    if let Some(reason) = cluster::missing_prerequisites() {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
+            !cluster::prerequisites_required(),
             "CI=true but a prerequisite is missing: {reason}"
         );
         eprintln!("SKIPPED: {test}: {reason}");
