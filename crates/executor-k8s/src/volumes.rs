@@ -63,14 +63,18 @@ fn volume(name: &str) -> Volume {
     Volume { name: name.to_owned(), ..Volume::default() }
 }
 
+/// Whether a mount path is the builds dir (trailing slashes aside).
+fn is_builds_dir(path: &str, builds: &str) -> bool {
+    path.trim_end_matches('/') == builds.trim_end_matches('/')
+}
+
 /// Whether a configured volume other than an emptyDir is mounted at the builds dir (mount paths
 /// expanded without job variables). Then the project directory gets the runner token and
 /// concurrency prefix, as the builds dir may be shared between jobs.
 pub(crate) fn shared_builds_dir(config: Option<&RawVolumes>, builds: &str) -> bool {
     let Some(v) = config else { return false };
     let vars = Variables::default();
-    let builds = builds.trim_end_matches('/');
-    let at_builds = |path: &str| vars.expand(path).trim_end_matches('/') == builds;
+    let at_builds = |path: &str| is_builds_dir(&vars.expand(path), builds);
     v.host_path.iter().any(|h| at_builds(&h.mount_path))
         || v.secret.iter().any(|s| at_builds(&s.mount_path))
         || v.pvc.iter().any(|p| at_builds(&p.mount_path))
@@ -112,7 +116,7 @@ pub(crate) fn layout(
     }
     let mut builds_mounted = false;
     let mut note_builds = |path: &str| {
-        if path.trim_end_matches('/') == dirs.builds.trim_end_matches('/') {
+        if is_builds_dir(path, &dirs.builds) {
             builds_mounted = true;
         }
     };
