@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use podrunner_config::{Config, RunnerConfig};
 use podrunner_coordinator::{JobLogConfig, generate_system_id};
-use podrunner_daemon::{DaemonSettings, ExecutorRegistry, RunnerSettings};
+use podrunner_daemon::{DaemonSettings, ExecutorRegistry, ExecutorSettings, RunnerSettings};
 use secrecy::SecretString;
 use tracing::warn;
 
@@ -103,13 +103,9 @@ fn runner_settings(
             "{at} has no executor; refusing to start rather than take jobs it cannot run"
         ))),
         Some(executor) if executors.get(executor).is_some() => {}
-        Some("kubernetes") => refusals.push(Refusal(format!(
-            "{at} uses executor \"kubernetes\", whose job execution is not implemented in this \
-             build yet; refusing to start rather than take jobs it cannot run"
-        ))),
         Some(other) => refusals.push(Refusal(format!(
             "{at} uses executor {other:?}, which this runner does not support (only \
-             \"kubernetes\" is planned); refusing to start"
+             \"kubernetes\" is implemented); refusing to start"
         ))),
     }
     if raw.tls_cert_file.is_some() || raw.tls_key_file.is_some() {
@@ -133,6 +129,7 @@ fn runner_settings(
         return Err(refusals);
     };
     let mut r = RunnerSettings::new(name, url, SecretString::from(token), executor);
+    r.executor_settings = ExecutorSettings::new(runner.clone(), fingerprint(runner));
     r.system_id = Some(system_id.to_owned());
     r.limit = usize::try_from(raw.limit.unwrap_or(0).max(0)).unwrap_or(usize::MAX);
     r.request_concurrency =
@@ -159,6 +156,15 @@ fn runner_settings(
     labels.extend(raw.labels.clone());
     r.labels = labels;
     Ok(r)
+}
+
+/// A digest of everything the runner's entry says, so a reload restarts the runner (and its
+/// executor's cluster connection) exactly when its settings changed.
+fn fingerprint(runner: &RunnerConfig) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", runner.raw).hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 fn is_system_id(id: &str) -> bool {
@@ -231,22 +237,37 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_runner_is_refused_while_the_executor_is_not_implemented() {
-        let c = config(
-            "[[runners]]\nname = \"k8s\"\nurl = \"https://gitlab.example.com\"\ntoken = \"glrt-abc\"\nexecutor = \"kubernetes\"\n",
+    fn a_kubernetes_runner_hands_its_config_to_the_executor_and_a_change_shows_in_the_fingerprint()
+    {
+        let text = |ns: &str| {
+            format!(
+                "[[runners]]\nname = \"k8s\"\nurl = \"https://gitlab.example.com\"\ntoken = \"glrt-abc\"\nexecutor = \"kubernetes\"\n[runners.kubernetes]\nnamespace = \"{ns}\"\n"
+            )
+        };
+        let settings = |ns: &str| {
+            daemon_settings(
+                &config(&text(ns)),
+                Path::new("/etc/runner.toml"),
+                &crate::cmd::run::executors(),
+                "s_0123456789ab",
+            )
+            .expect("a kubernetes runner is served")
+        };
+        let a = settings("ci");
+        let runner =
+            a.runners[0].executor_settings.get::<RunnerConfig>().expect("the runner config");
+        assert_eq!(runner.display_name(), "k8s");
+        assert_eq!(runner.kubernetes.as_ref().and_then(|k| k.raw.namespace.as_deref()), Some("ci"));
+        let same = settings("ci");
+        let other = settings("jobs");
+        assert_eq!(
+            a.runners[0].executor_settings.fingerprint(),
+            same.runners[0].executor_settings.fingerprint()
         );
-        let err = daemon_settings(
-            &c,
-            Path::new("/etc/runner.toml"),
-            &ExecutorRegistry::new(),
-            "s_0123456789ab",
-        )
-        .expect_err("refused");
-        let m = messages(err);
-        assert_eq!(m.len(), 1);
-        assert!(m[0].contains("runner \"k8s\" (runners[0] in /etc/runner.toml)"), "{}", m[0]);
-        assert!(m[0].contains("executor \"kubernetes\""), "{}", m[0]);
-        assert!(m[0].contains("not implemented"), "{}", m[0]);
+        assert_ne!(
+            a.runners[0].executor_settings.fingerprint(),
+            other.runners[0].executor_settings.fingerprint()
+        );
     }
 
     #[test]

@@ -210,22 +210,29 @@ async fn list_shows_name_url_executor_and_a_token_that_is_never_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn run_refuses_a_kubernetes_runner_naming_the_runner_the_file_and_the_executor() {
+async fn run_refuses_every_runner_it_cannot_serve_naming_the_runner_the_file_and_the_executor() {
     let mock = MockCoordinator::start().await;
     let job = mock.enqueue(&MockJob::new("must-not-be-taken"));
-    let setup = Setup::new(&two_runners(&mock));
+    let setup = Setup::new(&format!(
+        "[[runners]]\nname = \"good\"\nurl = \"{url}\"\ntoken = \"{token}\"\nexecutor = \"kubernetes\"\n\
+         [[runners]]\nname = \"dock\"\nurl = \"{url}\"\ntoken = \"t\"\nexecutor = \"docker\"\n\
+         [[runners]]\nname = \"sh\"\nurl = \"{url}\"\ntoken = \"t\"\nexecutor = \"shell\"\n",
+        url = mock.url(),
+        token = mock.runner_token()
+    ));
     let out = setup.run(&["run"]).await;
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let file = setup.path().display().to_string();
     assert!(
         stderr.contains(&format!(
-            "error: runner \"good\" (runners[0] in {file}) uses executor \"kubernetes\", whose job execution is not implemented"
+            "error: runner \"dock\" (runners[1] in {file}) uses executor \"docker\", which this runner does not support"
         )),
         "{stderr}"
     );
-    assert!(stderr.contains("runner \"bad\" (runners[1]"), "every runner is named: {stderr}");
-    assert_eq!(mock.job_request_calls(), 0, "no job was requested");
+    assert!(stderr.contains("runner \"sh\" (runners[2]"), "every runner is named: {stderr}");
+    assert!(!stderr.contains("runner \"good\""), "the kubernetes runner is servable: {stderr}");
+    assert_eq!(mock.job_request_calls(), 0, "no job was requested: one bad runner stops the start");
     assert_eq!(job.state(), podrunner_coordinator_mock::JobState::Pending);
 }
 
@@ -316,11 +323,11 @@ async fn a_bad_reload_keeps_the_daemon_running_and_logs_located_diagnostics() {
     std::fs::write(
         setup.path(),
         format!(
-            "listen_address = \"127.0.0.1:{port}\"\n[[runners]]\nname = \"k\"\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\nexecutor = \"kubernetes\"\n"
+            "listen_address = \"127.0.0.1:{port}\"\n[[runners]]\nname = \"k\"\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\nexecutor = \"docker\"\n"
         ),
     )
     .expect("write");
-    assert!(daemon.wait_log("whose job execution is not implemented").await, "{}", daemon.log());
+    assert!(daemon.wait_log("which this runner does not support").await, "{}", daemon.log());
     assert_eq!(http_status(port, "/health").await, Some(200), "still running");
     // Every log line is JSON.
     for line in daemon.log().lines() {

@@ -25,7 +25,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use podrunner_coordinator::{FailureReason, Job, JobCancel, JobOutcome, LogWriter};
 use podrunner_coordinator_mock::MockCoordinator;
-use podrunner_daemon::{Daemon, DaemonSettings, Executor, ExecutorRegistry, RunnerSettings};
+use podrunner_daemon::{
+    Daemon, DaemonSettings, Executor, ExecutorRegistry, RunnerContext, RunnerSettings,
+};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +41,7 @@ struct Placeholder;
 impl Executor for Placeholder {
     fn run(
         &self,
+        _runner: &RunnerContext,
         _job: Arc<Job>,
         _log: LogWriter,
         _cancel: JobCancel,

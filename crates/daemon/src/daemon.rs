@@ -18,7 +18,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::capacity::Capacity;
 use crate::error::{Error, Result};
-use crate::executor::{Executor, ExecutorRegistry};
+use crate::executor::{Executor, ExecutorRegistry, RunnerContext};
 use crate::metrics::{ErrorLabels, Metrics, RunnerLabels};
 use crate::settings::{DaemonSettings, RunnerSettings};
 
@@ -56,6 +56,7 @@ struct RunnerSpec {
     executor_name: String,
     client: Client,
     executor: Arc<dyn Executor>,
+    context: RunnerContext,
     limit: usize,
     request_concurrency: usize,
     strict_check_interval: bool,
@@ -78,6 +79,7 @@ impl RunnerSpec {
         self.same_identity(other)
             && self.name == other.name
             && self.executor_name == other.executor_name
+            && self.context.settings.fingerprint() == other.context.settings.fingerprint()
             && self.request_concurrency == other.request_concurrency
             && self.strict_check_interval == other.strict_check_interval
             && self.unhealthy_requests_limit == other.unhealthy_requests_limit
@@ -106,6 +108,10 @@ impl Runner {
 
     pub(crate) fn executor(&self) -> &Arc<dyn Executor> {
         &self.spec.executor
+    }
+
+    pub(crate) fn context(&self) -> &RunnerContext {
+        &self.spec.context
     }
 
     pub(crate) fn job_log(&self) -> &JobLogConfig {
@@ -206,7 +212,9 @@ fn build_runner(
     config.observer = Some(metrics.observer(&r.name));
     let client =
         Client::new(config).map_err(|source| Error::Client { runner: r.name.clone(), source })?;
+    let context = RunnerContext { name: r.name.clone(), settings: r.executor_settings };
     Ok(RunnerSpec {
+        context,
         name: r.name,
         url: r.url,
         token: r.token,

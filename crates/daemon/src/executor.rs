@@ -1,6 +1,7 @@
 //! The executor boundary: the daemon hands each job to an [`Executor`] and reports the
 //! [`JobOutcome`] it returns.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -17,8 +18,55 @@ use podrunner_coordinator::{Job, JobCancel, JobOutcome, LogWriter};
 /// - always clean up (pods, secrets) before returning;
 /// - return a [`JobOutcome`] that separates script failures (exit code) from system failures.
 pub trait Executor: Send + Sync + 'static {
-    /// Runs one job to its end.
-    fn run(&self, job: Arc<Job>, log: LogWriter, cancel: JobCancel) -> BoxFuture<'_, JobOutcome>;
+    /// Runs one job of `runner` to its end.
+    fn run(
+        &self,
+        runner: &RunnerContext,
+        job: Arc<Job>,
+        log: LogWriter,
+        cancel: JobCancel,
+    ) -> BoxFuture<'_, JobOutcome>;
+}
+
+/// What an executor learns about the runner a job came from.
+#[derive(Debug, Clone)]
+pub struct RunnerContext {
+    /// The runner's name (`name` in `config.toml`).
+    pub name: String,
+    /// The runner's executor settings, as the binary set them.
+    pub settings: ExecutorSettings,
+}
+
+/// A runner's executor-specific settings, opaque to the daemon (which knows nothing of
+/// `config.toml`): the binary stores a value the executor downcasts, and a fingerprint that
+/// tells a reload whether they changed.
+#[derive(Clone, Default)]
+pub struct ExecutorSettings {
+    value: Option<Arc<dyn Any + Send + Sync>>,
+    fingerprint: String,
+}
+
+impl fmt::Debug for ExecutorSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecutorSettings").field("fingerprint", &self.fingerprint).finish()
+    }
+}
+
+impl ExecutorSettings {
+    /// Settings holding `value`; `fingerprint` must change whenever `value` does.
+    pub fn new<T: Any + Send + Sync>(value: T, fingerprint: impl Into<String>) -> Self {
+        Self { value: Some(Arc::new(value)), fingerprint: fingerprint.into() }
+    }
+
+    /// The value, if it is a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.value.as_deref().and_then(|v| v.downcast_ref::<T>())
+    }
+
+    /// The fingerprint given at construction (empty without settings).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
 }
 
 /// Executors by the name runners use in `executor = "..."`.

@@ -16,7 +16,9 @@ fn closing_line(outcome: &JobOutcome) -> String {
     match outcome {
         JobOutcome::Success => "\x1b[32;1mJob succeeded\x1b[0;m".to_owned(),
         JobOutcome::ScriptFailure { exit_code } => {
-            format!("\x1b[31;1mERROR: Job failed: exit code {exit_code}\x1b[0;m")
+            format!(
+                "\x1b[31;1mERROR: Job failed: command terminated with exit code {exit_code}\x1b[0;m"
+            )
         }
         JobOutcome::Timeout => {
             "\x1b[31;1mERROR: Job failed: execution took longer than the job timeout\x1b[0;m"
@@ -58,7 +60,8 @@ pub(crate) async fn run_job(
         }
     };
     tokio::pin!(deadline);
-    let mut run = runner.executor().run(Arc::clone(&job), writer.clone(), cancel.clone());
+    let mut run =
+        runner.executor().run(runner.context(), Arc::clone(&job), writer.clone(), cancel.clone());
     let mut timed_out = false;
     let mut interrupted = false;
     let outcome = loop {

@@ -15,6 +15,6 @@ mod settings;
 
 pub use daemon::{Daemon, ReloadReport, RunningDaemon, ShutdownReport};
 pub use error::{Error, Result};
-pub use executor::{Executor, ExecutorRegistry};
+pub use executor::{Executor, ExecutorRegistry, ExecutorSettings, RunnerContext};
 pub use metrics::Metrics;
 pub use settings::{DaemonSettings, RunnerSettings};

@@ -7,6 +7,8 @@ use std::time::Duration;
 use podrunner_coordinator::JobLogConfig;
 use secrecy::SecretString;
 
+use crate::executor::ExecutorSettings;
+
 /// Settings of one `[[runners]]` entry that the daemon uses.
 pub struct RunnerSettings {
     /// `name` (description); also the metrics label.
@@ -17,8 +19,11 @@ pub struct RunnerSettings {
     pub token: SecretString,
     /// The system id to announce; generated when `None`.
     pub system_id: Option<String>,
-    /// `executor`: looked up in the [`ExecutorRegistry`].
+    /// `executor`: looked up in the [`ExecutorRegistry`](crate::ExecutorRegistry).
     pub executor: String,
+    /// What the executor needs of this runner's config (handed to every job's
+    /// [`Executor::run`](crate::Executor::run)); a changed fingerprint restarts the runner.
+    pub executor_settings: ExecutorSettings,
     /// `limit`: jobs at once for this runner; 0 means no limit.
     pub limit: usize,
     /// `request_concurrency`: job requests in flight at once (at least 1).
@@ -52,6 +57,7 @@ impl RunnerSettings {
             token,
             system_id: None,
             executor: executor.into(),
+            executor_settings: ExecutorSettings::default(),
             limit: 0,
             request_concurrency: 1,
             strict_check_interval: false,

@@ -10,7 +10,8 @@ use podrunner_coordinator::wire::StepName;
 use podrunner_coordinator::{FailureReason, Job, JobCancel, JobLogConfig, JobOutcome, LogWriter};
 use podrunner_coordinator_mock::{JobState, MockCoordinator, MockJob};
 use podrunner_daemon::{
-    Daemon, DaemonSettings, Executor, ExecutorRegistry, RunnerSettings, RunningDaemon,
+    Daemon, DaemonSettings, Executor, ExecutorRegistry, RunnerContext, RunnerSettings,
+    RunningDaemon,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -85,7 +86,13 @@ impl ShellSim {
 }
 
 impl Executor for ShellSim {
-    fn run(&self, job: Arc<Job>, log: LogWriter, cancel: JobCancel) -> BoxFuture<'_, JobOutcome> {
+    fn run(
+        &self,
+        _runner: &RunnerContext,
+        job: Arc<Job>,
+        log: LogWriter,
+        cancel: JobCancel,
+    ) -> BoxFuture<'_, JobOutcome> {
         Box::pin(async move {
             let side = job
                 .variable("SIDE")
@@ -252,7 +259,10 @@ async fn outcomes_are_reported_with_exit_code_and_failure_reason() {
         (f.state.as_str(), f.exit_code, f.failure_reason.as_deref()),
         ("failed", Some(3), Some("script_failure"))
     );
-    assert!(String::from_utf8_lossy(&fail.trace()).contains("ERROR: Job failed: exit code 3"));
+    assert!(
+        String::from_utf8_lossy(&fail.trace())
+            .contains("ERROR: Job failed: command terminated with exit code 3")
+    );
     let f = sys.final_update().expect("final update");
     assert_eq!((f.exit_code, f.failure_reason.as_deref()), (None, Some("runner_system_failure")));
     assert!(String::from_utf8_lossy(&sys.trace()).contains("(system failure): node gone"));

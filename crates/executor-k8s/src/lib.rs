@@ -13,19 +13,25 @@
 //! `container.apparmor.security.beta.kubernetes.io/<container>` carries the profile instead (a
 //! pod-level profile is expanded to every container without its own, init containers included).
 
+pub mod classify;
+pub mod cluster;
 mod error;
+pub mod executor;
 pub mod names;
 pub mod patch;
 mod pod;
 pub mod resources;
 pub mod sample;
+pub mod script;
 pub mod security;
+pub mod stage;
 mod vars;
 pub mod version;
 mod volumes;
 pub mod yaml;
 
 pub use error::{Error, Result};
+pub use executor::KubernetesExecutor;
 pub use k8s_openapi;
 pub use patch::PatchFiles;
 pub use pod::{DEFAULT_TIMEOUT_SECONDS, DETECT_SHELL_SCRIPT, HELPER_IMAGE_REPOSITORY};
@@ -117,6 +123,63 @@ pub struct BuiltPod {
     pub security: SecurityReport,
     /// Messages for the job log (warnings about ignored or overridden settings).
     pub job_log: Vec<String>,
+    /// Where the job's files live in the pod, and what its scripts export.
+    pub layout: JobLayout,
+}
+
+/// The directories of a job inside its pod and the variables its scripts export, as the builder
+/// decided them (the job lifecycle never recomputes them).
+#[derive(Clone)]
+pub struct JobLayout {
+    /// The scripts volume's mount path (`/scripts-<project>-<job>`).
+    pub scripts_dir: String,
+    /// The logs volume's mount path (`/logs-<project>-<job>`).
+    pub logs_dir: String,
+    /// `CI_BUILDS_DIR`.
+    pub builds_dir: String,
+    /// `CI_PROJECT_DIR`.
+    pub project_dir: String,
+    /// The build image, after expansion.
+    pub build_image: String,
+    /// Every variable in export order, masked ones included; file variables carry their content.
+    pub variables: Vec<ScriptVariable>,
+}
+
+impl std::fmt::Debug for JobLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobLayout")
+            .field("scripts_dir", &self.scripts_dir)
+            .field("logs_dir", &self.logs_dir)
+            .field("builds_dir", &self.builds_dir)
+            .field("project_dir", &self.project_dir)
+            .field("build_image", &self.build_image)
+            .field("variables", &self.variables.len())
+            .finish()
+    }
+}
+
+impl JobLayout {
+    /// The directory of file variables and runner state (`<project_dir>.tmp`).
+    pub fn tmp_dir(&self) -> String {
+        format!("{}.tmp", self.project_dir)
+    }
+}
+
+/// A variable as the job's scripts export it. `Debug` shows the name only.
+#[derive(Clone)]
+pub struct ScriptVariable {
+    /// The name.
+    pub key: String,
+    /// The value; for a file variable, the path of its file.
+    pub value: String,
+    /// The content of a file variable.
+    pub file_content: Option<String>,
+}
+
+impl std::fmt::Debug for ScriptVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptVariable").field("key", &self.key).finish_non_exhaustive()
+    }
 }
 
 /// Builds the pod for a job. Pure: no I/O, no clock, no randomness.

@@ -30,7 +30,7 @@ use regex::Regex;
 use secrecy::ExposeSecret;
 
 use crate::{
-    BuildInput, BuiltPod, Error, HelperOs, Result,
+    BuildInput, BuiltPod, Error, HelperOs, JobLayout, Result,
     names::{self, is_dns1123_label, is_dns1123_subdomain, sanitize_label},
     patch, resources,
     security::{self, ContainerKind},
@@ -957,5 +957,13 @@ pub(crate) fn build(input: &BuildInput<'_>) -> Result<BuiltPod> {
         status: None,
     };
     log.extend(version::adapt(&mut pod, input.cluster.kubernetes_minor));
-    Ok(BuiltPod { pod, security: report, job_log: log })
+    let layout = JobLayout {
+        scripts_dir: dirs.scripts,
+        logs_dir: dirs.logs,
+        builds_dir,
+        project_dir,
+        build_image,
+        variables: vars.script_variables(),
+    };
+    Ok(BuiltPod { pod, security: report, job_log: log, layout })
 }

@@ -15,6 +15,8 @@ pub(crate) struct Var {
     /// Public (GitLab's flag) or internal (made by the runner): may go into the pod spec.
     pub(crate) exposable: bool,
     pub(crate) masked: bool,
+    /// The content of a file variable (its `value` is then the file's path).
+    pub(crate) file_content: Option<String>,
 }
 
 /// An ordered, deduplicated variable set. A job has at most a few hundred variables (GitLab's
@@ -44,7 +46,13 @@ impl Variables {
 
     /// An internal variable made by the runner.
     pub(crate) fn internal(&mut self, key: &str, value: impl Into<String>) {
-        self.push(Var { key: key.to_owned(), value: value.into(), exposable: true, masked: false });
+        self.push(Var {
+            key: key.to_owned(),
+            value: value.into(),
+            exposable: true,
+            masked: false,
+            file_content: None,
+        });
     }
 
     /// A variable sent by GitLab. File variables become the path of their file in `file_dir`.
@@ -59,6 +67,7 @@ impl Variables {
             value,
             exposable: v.public && !v.masked,
             masked: v.masked,
+            file_content: v.file.then(|| v.value.expose_secret().to_owned()),
         });
     }
 
@@ -75,6 +84,19 @@ impl Variables {
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         let var = &self.list[self.position(key)?];
         (!var.masked).then_some(var.value.as_str())
+    }
+
+    /// Every variable, in order, for the job's scripts (masked ones included: scripts reach the
+    /// pod through an exec's stdin, never through its spec).
+    pub(crate) fn script_variables(&self) -> Vec<crate::ScriptVariable> {
+        self.list
+            .iter()
+            .map(|v| crate::ScriptVariable {
+                key: v.key.clone(),
+                value: v.value.clone(),
+                file_content: v.file_content.clone(),
+            })
+            .collect()
     }
 
     /// Variables whose key starts with `prefix`, in order.

@@ -3,7 +3,7 @@
 mod check_config;
 mod list;
 mod render_pod;
-mod run;
+pub(crate) mod run;
 mod verify;
 
 use std::process::ExitCode;

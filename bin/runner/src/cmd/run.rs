@@ -21,10 +21,13 @@ use crate::cli::RunArgs;
 use crate::logging::{self, Logging};
 use crate::settings::{self, Refusal};
 
-/// The executors this build implements. None yet: the Kubernetes executor's job lifecycle is
-/// not written, and the binary never registers an executor that only pretends to run jobs.
-fn executors() -> ExecutorRegistry {
-    ExecutorRegistry::new()
+/// The executors this build implements.
+pub(crate) fn executors() -> ExecutorRegistry {
+    ExecutorRegistry::new().with(
+        "kubernetes",
+        std::sync::Arc::new(podrunner_executor_k8s::KubernetesExecutor::new())
+            as std::sync::Arc<dyn podrunner_daemon::Executor>,
+    )
 }
 
 fn print_refusals(refusals: &[Refusal]) {

@@ -1,0 +1,327 @@
+//! End to end: the real `runner run` takes jobs from the GitLab double and runs them as pods on
+//! the local cluster (real containerd, real kernel seccomp). Each test asserts what a user sees:
+//! the job log GitLab received, the final state, exit code and failure reason, and that no pod
+//! is left. Needs root and containerd (`scripts/install-prereqs.sh`); elsewhere each test says
+//! SKIPPED, and under `CI=true` a missing prerequisite fails it.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use podrunner_coordinator_mock::{JobHandle, JobState, MockCoordinator, MockJob};
+use podrunner_local_cluster::apiserver::KubeVersion;
+use podrunner_local_cluster::cluster::{self, ClusterOptions, LocalCluster};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+const JOB_WAIT: Duration = Duration::from_secs(90);
+
+/// A cluster, the GitLab double and a running `runner run` configured for both.
+struct E2e {
+    cluster: LocalCluster,
+    client: kube::Client,
+    mock: MockCoordinator,
+    runner: Child,
+    runner_log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+#[allow(clippy::print_stdout)] // reason: a skipped test must say so in the test output
+fn available() -> bool {
+    if let Some(reason) = cluster::missing_prerequisites() {
+        assert!(!cluster::prerequisites_required(), "CI=true and the runtime tier {reason}");
+        println!("SKIPPED: {reason}");
+        return false;
+    }
+    true
+}
+
+impl E2e {
+    /// Starts everything; `kubernetes` is appended to the `[runners.kubernetes]` table (and
+    /// may open sub-tables after it).
+    async fn start(minor: u32, kubernetes: &str) -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("e2e").tempdir_in("/tmp").expect("temp dir");
+        let options =
+            ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor, patch: 0 });
+        let cluster = LocalCluster::start(options).await.expect("local cluster starts");
+        let client = cluster.kube_client().await.expect("client");
+        let mock = MockCoordinator::start().await;
+        mock.set_update_interval_header(Some(1));
+        let config = format!(
+            "concurrent = 4\ncheck_interval = 1\n\
+             [[runners]]\nname = \"e2e\"\nurl = \"{url}\"\ntoken = \"{token}\"\nexecutor = \"kubernetes\"\n\
+             [runners.kubernetes]\nnamespace = \"default\"\nimage = \"localhost/busybox:latest\"\n\
+             helper_image = \"localhost/helper:latest\"\npull_policy = \"if-not-present\"\npoll_timeout = 60\n\
+             cleanup_grace_period_seconds = 1\n\
+             {kubernetes}\n",
+            url = mock.url(),
+            token = mock.runner_token(),
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut runner = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--log-level", "debug"])
+            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("CONFIG_FILE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start runner run");
+        let runner_log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&runner_log);
+        let pipe = runner.stderr.take().expect("stderr");
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut s = sink.lock().expect("lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Some(Self { cluster, client, mock, runner, runner_log, _dir: dir })
+    }
+
+    fn runner_log(&self) -> String {
+        self.runner_log.lock().expect("lock").clone()
+    }
+
+    /// Runs `job` to its end and returns its handle and the trace as text.
+    async fn run(&self, job: MockJob) -> (JobHandle, String) {
+        let handle = self.mock.enqueue(&job);
+        let state = handle.wait_finished(JOB_WAIT).await;
+        let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+        if let Ok(dir) = std::env::var("E2E_TRACE_DIR") {
+            let _ = std::fs::write(format!("{dir}/{}.log", handle.id()), &trace);
+        }
+        assert!(
+            matches!(state, JobState::Success | JobState::Failed),
+            "job did not finish ({state:?})\ntrace:\n{trace}\nrunner log:\n{}",
+            self.runner_log()
+        );
+        (handle, trace)
+    }
+
+    /// When the first pod appears in the cluster (seen through a watch started now).
+    fn first_pod_seen(&self) -> tokio::task::JoinHandle<Instant> {
+        use futures::StreamExt as _;
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        tokio::spawn(async move {
+            let mut events =
+                kube::runtime::watcher(pods, kube::runtime::watcher::Config::default()).boxed();
+            while let Some(event) = events.next().await {
+                if let Ok(
+                    kube::runtime::watcher::Event::Apply(_)
+                    | kube::runtime::watcher::Event::InitApply(_),
+                ) = event
+                {
+                    return Instant::now();
+                }
+            }
+            panic!("the pod watch ended");
+        })
+    }
+
+    /// Waits until no pod is left in the cluster.
+    async fn assert_no_pod_left(&self) {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = pods.list(&ListParams::default()).await.expect("list pods").items;
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pods left: {:?}",
+                left.iter().map(|p| p.metadata.name.clone()).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let pid = self.runner.id().expect("running").to_string();
+        let _ = std::process::Command::new("kill").args(["-s", "TERM", &pid]).status();
+        let status = tokio::time::timeout(Duration::from_secs(30), self.runner.wait())
+            .await
+            .expect("the runner stops on SIGTERM")
+            .expect("wait");
+        assert_eq!(status.code(), Some(0), "runner log:\n{}", self.runner_log());
+        self.cluster.shutdown().await;
+    }
+}
+
+fn no_git() -> MockJob {
+    MockJob::new("e2e").image("localhost/busybox:latest").variable("GIT_STRATEGY", "none")
+}
+
+/// The effective-security row of `container` in the job log.
+fn security_row<'a>(trace: &'a str, container: &str) -> &'a str {
+    trace
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(container))
+        .unwrap_or_else(|| panic!("no security row for {container} in:\n{trace}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn build_unconfined_runs_without_seccomp_and_the_job_succeeds() {
+    let Some(e2e) = E2e::start(
+        33,
+        "[runners.kubernetes.build_container_security_context]\n\
+         seccomp_profile_type = \"Unconfined\"\napp_armor_profile_type = \"Unconfined\"\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let (job, trace) = e2e.run(no_git().script(&["grep Seccomp: /proc/self/status"])).await;
+    assert_eq!(job.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert!(trace.contains("\x1b[32;1m$ grep Seccomp: /proc/self/status\x1b[0;m\n"), "{trace}");
+    assert!(trace.contains("Seccomp:\t0\n"), "{trace}");
+    let build = security_row(&trace, "build");
+    assert!(build.contains("Unconfined"), "{build}");
+    for section in
+        ["prepare_executor", "security_context", "prepare_script", "get_sources", "step_script"]
+    {
+        assert!(trace.contains(&format!(":{section}\r\x1b[0K")), "section {section} in {trace}");
+    }
+    assert!(trace.contains("Job succeeded"), "{trace}");
+    let update = job.final_update().expect("final update");
+    assert_eq!(update.state, "success");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_runtime_default_filters_the_build_and_the_log_shows_the_helper_inherits_it() {
+    let Some(e2e) = E2e::start(
+        33,
+        "[runners.kubernetes.pod_security_context]\nseccomp_profile_type = \"RuntimeDefault\"\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let (job, trace) = e2e.run(no_git().script(&["grep Seccomp: /proc/self/status"])).await;
+    assert_eq!(job.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert!(trace.contains("Seccomp:\t2\n"), "{trace}");
+    let helper = security_row(&trace, "helper");
+    assert!(helper.contains("RuntimeDefault (pod)"), "{helper}");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_localhost_profile_denying_mkdir_fails_the_script_with_exit_code_1_and_after_script_runs()
+{
+    let Some(e2e) = E2e::start(
+        33,
+        "[runners.kubernetes.build_container_security_context]\n\
+         seccomp_profile_type = \"Localhost\"\nseccomp_profile_localhost_profile = \"profiles/deny-mkdir.json\"\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let (job, trace) = e2e
+        .run(
+            no_git()
+                .script(&["echo before", "mkdir /tmp/x", "echo never"])
+                .after_script(&["echo status=$CI_JOB_STATUS"]),
+        )
+        .await;
+    assert_eq!(job.state(), JobState::Failed, "{trace}\n{}", e2e.runner_log());
+    assert!(trace.contains("before\n"), "{trace}");
+    assert!(trace.contains("Operation not permitted"), "{trace}");
+    assert!(!trace.contains("\nnever\n"), "the script stops at the first failure: {trace}");
+    assert!(trace.contains("status=failed\n"), "after_script ran: {trace}");
+    let update = job.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("script_failure"));
+    assert_eq!(update.exit_code, Some(1));
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
+async fn a_missing_localhost_profile_fails_within_5_seconds_naming_container_profile_and_node() {
+    let Some(e2e) = E2e::start(
+        33,
+        "[runners.kubernetes.build_container_security_context]\n\
+         seccomp_profile_type = \"Localhost\"\nseccomp_profile_localhost_profile = \"profiles/absent.json\"\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let job = no_git().script(&["echo the-script-ran"]).failure_reasons(&[
+        "script_failure",
+        "runner_system_failure",
+        "runner_configuration_error",
+    ]);
+    let created = e2e.first_pod_seen();
+    let (job, trace) = e2e.run(job).await;
+    let failed = Instant::now();
+    let created = created.await.expect("the pod was created");
+    let delay = failed.duration_since(created);
+    println!("missing profile: job failed {delay:?} after the pod was created");
+    assert!(delay < Duration::from_secs(5), "failed {delay:?} after the pod's creation");
+    assert_eq!(job.state(), JobState::Failed, "{trace}");
+    assert!(!trace.contains("the-script-ran"), "{trace}");
+    for needle in [
+        "\"build\"",
+        "profiles/absent.json",
+        "local-node",
+        "no such file or directory",
+        "Security Profiles Operator",
+    ] {
+        assert!(trace.contains(needle), "{needle:?} missing from the log:\n{trace}");
+    }
+    let update = job.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("runner_configuration_error"));
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_3_is_reported_with_after_script_and_masked_values_never_reach_the_trace() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let job = no_git()
+        .masked_variable("SECRET_VALUE", "s3cr3t-v4lu3-abc")
+        .file_variable("MY_FILE", "file content\n")
+        .script(&[
+            "echo \"secret is $SECRET_VALUE\"",
+            "cat \"$MY_FILE\"",
+            "echo '{\"command_exit_code\": 0}'",
+            "exit 3",
+        ])
+        .after_script(&["echo after $CI_JOB_STATUS"]);
+    let (job, trace) = e2e.run(job).await;
+    assert_eq!(job.state(), JobState::Failed, "{trace}");
+    assert!(!trace.contains("s3cr3t-v4lu3-abc"), "{trace}");
+    assert!(trace.contains("secret is [MASKED]\n"), "{trace}");
+    assert!(trace.contains("file content\n"), "{trace}");
+    assert!(
+        trace.contains("{\"command_exit_code\": 0}\n"),
+        "an in-band marker is plain output: {trace}"
+    );
+    assert!(trace.contains("after failed\n"), "{trace}");
+    assert!(trace.contains("ERROR: Job failed: command terminated with exit code 3"), "{trace}");
+    let update = job.final_update().expect("final update");
+    assert_eq!(update.exit_code, Some(3));
+    assert_eq!(update.failure_reason.as_deref(), Some("script_failure"));
+    let pods: Api<Pod> = Api::all(e2e.client.clone());
+    e2e.assert_no_pod_left().await;
+    assert!(pods.list(&ListParams::default()).await.expect("list").items.is_empty());
+    e2e.stop().await;
+}

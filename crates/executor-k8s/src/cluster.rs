@@ -1,0 +1,231 @@
+//! The cluster side of a runner: one `kube::Client` per runner config, the server's version,
+//! and one shared pod watch per namespace (never a poll, never a watch per job).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::config::{
+    AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster,
+    NamedContext,
+};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use podrunner_config::KubernetesConfig;
+use tokio::sync::watch;
+
+/// Errors of connecting to a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No client configuration could be built.
+    #[error("failed to configure the kubernetes client ({source_of})")]
+    Config {
+        /// Where the configuration came from.
+        source_of: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The API server did not answer the version request.
+    #[error("the kubernetes api server at {url} could not be reached")]
+    Unreachable {
+        /// The server's URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn config_error(
+    source_of: &str,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> ClusterError + '_ {
+    move |source| ClusterError::Config { source_of: source_of.to_owned(), source }
+}
+
+/// The client configuration upstream uses: `host` with `cert_file`/`key_file`/`ca_file`/
+/// `bearer_token` from the config; else the in-cluster service account; else the kubeconfig
+/// (`KUBECONFIG`, `~/.kube/config`, the config's `context`).
+async fn client_config(k: &KubernetesConfig) -> Result<kube::Config, ClusterError> {
+    let raw = &k.raw;
+    let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    if let Some(host) = non_empty(&raw.host) {
+        let kubeconfig = Kubeconfig {
+            clusters: vec![NamedCluster {
+                name: "config".to_owned(),
+                cluster: Some(Cluster {
+                    server: Some(host),
+                    certificate_authority: non_empty(&raw.ca_file),
+                    ..Cluster::default()
+                }),
+                other: Default::default(),
+            }],
+            auth_infos: vec![NamedAuthInfo {
+                name: "config".to_owned(),
+                auth_info: Some(AuthInfo {
+                    token: non_empty(&raw.bearer_token).map(Into::into),
+                    client_certificate: non_empty(&raw.cert_file),
+                    client_key: non_empty(&raw.key_file),
+                    ..AuthInfo::default()
+                }),
+                other: Default::default(),
+            }],
+            contexts: vec![NamedContext {
+                name: "config".to_owned(),
+                context: Some(Context {
+                    cluster: "config".to_owned(),
+                    user: Some("config".to_owned()),
+                    ..Context::default()
+                }),
+                other: Default::default(),
+            }],
+            current_context: Some("config".to_owned()),
+            ..Kubeconfig::default()
+        };
+        return kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| config_error("the host key of [runners.kubernetes]")(Box::new(e)));
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return kube::Config::incluster()
+            .map_err(|e| config_error("the in-cluster service account")(Box::new(e)));
+    }
+    let options =
+        KubeConfigOptions { context: non_empty(&raw.context), ..KubeConfigOptions::default() };
+    kube::Config::from_kubeconfig(&options)
+        .await
+        .map_err(|e| config_error("the kubeconfig (KUBECONFIG or ~/.kube/config)")(Box::new(e)))
+}
+
+/// A runner's connection to its cluster.
+pub struct RunnerCluster {
+    client: kube::Client,
+    url: String,
+    minor: u32,
+    watches: Mutex<HashMap<(String, String), Arc<PodWatch>>>,
+}
+
+impl std::fmt::Debug for RunnerCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerCluster").field("url", &self.url).field("minor", &self.minor).finish()
+    }
+}
+
+impl RunnerCluster {
+    /// Builds the client and reads the server's version once.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError`] when no configuration is found or the server does not answer.
+    pub async fn connect(k: &KubernetesConfig) -> Result<Self, ClusterError> {
+        let config = client_config(k).await?;
+        let url = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| config_error("the client settings")(Box::new(e)))?;
+        let info = client
+            .apiserver_version()
+            .await
+            .map_err(|source| ClusterError::Unreachable { url: url.clone(), source })?;
+        let digits: String = info.minor.chars().take_while(char::is_ascii_digit).collect();
+        let minor = digits.parse().unwrap_or(crate::version::MAX_MINOR);
+        Ok(Self { client, url, minor, watches: Mutex::new(HashMap::new()) })
+    }
+
+    /// The client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The API server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server's minor version.
+    pub fn minor(&self) -> u32 {
+        self.minor
+    }
+
+    /// The shared watch of this runner's pods (label `selector`) in `namespace`, started on
+    /// first use.
+    pub fn pod_watch(&self, namespace: &str, selector: &str) -> Arc<PodWatch> {
+        let key = (namespace.to_owned(), selector.to_owned());
+        let mut watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(watches.entry(key).or_insert_with(|| {
+            Arc::new(PodWatch::start(
+                Api::namespaced(self.client.clone(), namespace),
+                selector.to_owned(),
+            ))
+        }))
+    }
+}
+
+type Subscribers = Arc<Mutex<HashMap<String, watch::Sender<Option<Pod>>>>>;
+
+/// One watch of a namespace's pods, fanned out to the jobs that wait on them.
+#[derive(Debug)]
+pub struct PodWatch {
+    subscribers: Subscribers,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PodWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PodWatch {
+    fn start(api: Api<Pod>, selector: String) -> Self {
+        let subscribers: Subscribers = Arc::default();
+        let fan_out = Arc::clone(&subscribers);
+        let task = tokio::spawn(async move {
+            let config = watcher::Config::default().labels(&selector);
+            let mut stream = watcher(api, config).default_backoff().boxed();
+            while let Some(event) = stream.next().await {
+                let (pod, deleted) = match event {
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
+                    Ok(watcher::Event::Delete(pod)) => (pod, true),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, label.selector = %selector, "pod watch failed, retrying");
+                        continue;
+                    }
+                };
+                let Some(name) = pod.metadata.name.clone() else { continue };
+                let subscribers = fan_out.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(sender) = subscribers.get(&name) {
+                    sender.send_replace(if deleted { None } else { Some(pod) });
+                }
+            }
+        });
+        Self { subscribers, task }
+    }
+
+    /// Follows the pod `name`: the receiver holds its latest state (`None` before it is seen
+    /// and after it is deleted). Unsubscribed when the [`PodSubscription`] is dropped.
+    pub fn subscribe(self: &Arc<Self>, name: &str) -> PodSubscription {
+        let (sender, receiver) = watch::channel(None);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), sender);
+        PodSubscription { watch: Arc::clone(self), name: name.to_owned(), receiver }
+    }
+}
+
+/// A job's view of its pod through the shared watch.
+#[derive(Debug)]
+pub struct PodSubscription {
+    watch: Arc<PodWatch>,
+    name: String,
+    /// The pod's latest state.
+    pub receiver: watch::Receiver<Option<Pod>>,
+}
+
+impl Drop for PodSubscription {
+    fn drop(&mut self) {
+        self.watch.subscribers.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.name);
+    }
+}

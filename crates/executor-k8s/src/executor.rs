@@ -1,0 +1,683 @@
+//! The job lifecycle: the I/O around the pure parts. For each job: build the pod
+//! ([`crate::build_pod`]), create it under a deterministic name, wait for it through the shared
+//! pod watch (failing at once on a container that cannot start), run the stages with the
+//! protocol of [`crate::stage`], report, and always delete the pod.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams, DeleteParams, PostParams};
+use podrunner_config::{KubernetesConfig, RunnerConfig};
+use podrunner_coordinator::{FailureReason, Job, JobCancel, JobOutcome, LogWriter};
+use podrunner_daemon::{Executor, RunnerContext};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use crate::classify::{self, PodFailure, PodProgress};
+use crate::cluster::RunnerCluster;
+use crate::script::{self, ScriptOptions, Stage};
+use crate::stage::{self, FollowerLine, StageDirs, StageState};
+use crate::{BuildInput, ClusterFacts, JobLayout, PatchFiles, PodIdentity, build_pod, names};
+
+/// How long a dropped log stream is retried before the job fails.
+const RECONNECT_BUDGET: Duration = Duration::from_secs(120);
+
+/// The Kubernetes executor: one instance serves every runner that names it; each runner's
+/// cluster connection (client, version, pod watches) is kept by its settings' fingerprint.
+#[derive(Debug, Default)]
+pub struct KubernetesExecutor {
+    clusters: Mutex<HashMap<String, Arc<RunnerCluster>>>,
+}
+
+impl KubernetesExecutor {
+    /// An executor with no cluster connection yet (each runner connects at its first job).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn cluster(
+        &self,
+        runner: &RunnerContext,
+        k: &KubernetesConfig,
+    ) -> Result<Arc<RunnerCluster>, crate::cluster::ClusterError> {
+        let mut clusters = self.clusters.lock().await;
+        if let Some(c) = clusters.get(runner.settings.fingerprint()) {
+            return Ok(Arc::clone(c));
+        }
+        let cluster = Arc::new(RunnerCluster::connect(k).await?);
+        info!(runner = %runner.name, cluster.url = cluster.url(), kubernetes.minor = cluster.minor(), "connected to the cluster");
+        clusters.insert(runner.settings.fingerprint().to_owned(), Arc::clone(&cluster));
+        Ok(cluster)
+    }
+}
+
+impl Executor for KubernetesExecutor {
+    fn run(
+        &self,
+        runner: &RunnerContext,
+        job: Arc<Job>,
+        log: LogWriter,
+        cancel: JobCancel,
+    ) -> BoxFuture<'_, JobOutcome> {
+        let runner = runner.clone();
+        let span = info_span!("job", job.id = job.id, runner = %runner.name);
+        Box::pin(
+            async move {
+                let Some(config) = runner.settings.get::<RunnerConfig>() else {
+                    return JobOutcome::system(
+                        FailureReason::RunnerConfigurationError,
+                        format!("runner {:?} has no kubernetes settings", runner.name),
+                    );
+                };
+                let Some(k) = config.kubernetes.as_ref() else {
+                    return JobOutcome::system(
+                        FailureReason::RunnerConfigurationError,
+                        format!("runner {:?} has no [runners.kubernetes] table", runner.name),
+                    );
+                };
+                log.section_start(
+                    "prepare_executor",
+                    "Preparing the \"kubernetes\" executor",
+                    false,
+                );
+                let cluster = match self.cluster(&runner, k).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let message = error_chain(&e);
+                        warn!(error = %message, "cluster unreachable");
+                        log.section_end("prepare_executor");
+                        return JobOutcome::system(FailureReason::RunnerSystemFailure, message);
+                    }
+                };
+                let run = JobRun { config, k, cluster, job, log, cancel };
+                run.run().await
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// The formatted chain of an error's sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The pod-name suffix of a job: its id in base 36, so a replayed create names the same pod.
+pub fn pod_name_suffix(job_id: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut n = job_id;
+    let mut out = Vec::with_capacity(8);
+    while n > 0 {
+        out.push(DIGITS[usize::try_from(n % 36).unwrap_or(0)]);
+        n /= 36;
+    }
+    while out.len() < 8 {
+        out.push(b'0');
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn yellow(text: &str) -> String {
+    format!("\x1b[0;33mWARNING: {text}\x1b[0;m")
+}
+
+fn red(text: &str) -> String {
+    format!("\x1b[31;1mERROR: {text}\x1b[0;m")
+}
+
+fn runner_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Why a stage did not produce an exit status.
+enum StageStop {
+    /// The job was aborted (hard cancel, timeout, shutdown).
+    Aborted,
+    /// The pod or the API failed.
+    Failed(PodFailure),
+}
+
+fn system(message: String) -> StageStop {
+    StageStop::Failed(PodFailure { reason: FailureReason::RunnerSystemFailure, message })
+}
+
+/// One job on its way through the lifecycle.
+struct JobRun<'a> {
+    config: &'a RunnerConfig,
+    k: &'a KubernetesConfig,
+    cluster: Arc<RunnerCluster>,
+    job: Arc<Job>,
+    log: LogWriter,
+    cancel: JobCancel,
+}
+
+/// The pod the job runs in.
+struct JobPod {
+    api: Api<Pod>,
+    name: String,
+    namespace: String,
+    layout: JobLayout,
+    dirs: StageDirs,
+    subscription: crate::cluster::PodSubscription,
+}
+
+impl JobRun<'_> {
+    async fn run(self) -> JobOutcome {
+        let built = match self.build() {
+            Ok(b) => b,
+            Err(outcome) => {
+                self.log.section_end("prepare_executor");
+                return outcome;
+            }
+        };
+        let pod = match self.create(built).await {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
+        };
+        let outcome = self.run_in(&pod).await;
+        self.cleanup(&pod).await;
+        outcome
+    }
+
+    fn build(&self) -> Result<crate::BuiltPod, JobOutcome> {
+        let identity =
+            PodIdentity { name_suffix: pod_name_suffix(self.job.id), ..PodIdentity::default() };
+        let patch_files = PatchFiles::default();
+        let input = BuildInput {
+            runner: self.config,
+            job: &self.job,
+            cluster: ClusterFacts {
+                kubernetes_minor: self.cluster.minor(),
+                ..ClusterFacts::default()
+            },
+            identity: &identity,
+            patch_files: &patch_files,
+        };
+        let built = build_pod(&input).map_err(|e| {
+            self.log.writeln(&red(&error_chain(&e)));
+            JobOutcome::system(FailureReason::RunnerConfigurationError, e.to_string())
+        })?;
+        let namespace = built.pod.metadata.namespace.clone().unwrap_or_default();
+        self.log.writeln(&format!("Using Kubernetes namespace: {namespace}"));
+        self.log.writeln(&format!(
+            "Using Kubernetes executor with image {} ...",
+            built.layout.build_image
+        ));
+        self.log.writeln(
+            "Running each stage detached in the pod and following its log from a byte offset...",
+        );
+        if self.job.credentials.iter().any(|c| c.kind == "registry") {
+            self.log.writeln(&yellow(
+                "the job's registry credentials are not turned into an image pull secret by this \
+                 runner yet; set image_pull_secrets in [runners.kubernetes] for private images",
+            ));
+        }
+        self.log.section_end("prepare_executor");
+        self.log.section_start("security_context", "Effective security of every container", false);
+        self.log.writeln(&format!(
+            "Kubernetes 1.{} ({}); \"(pod)\" marks a value inherited from the pod, \"-\" leaves it to the node's runtime",
+            self.cluster.minor(),
+            self.cluster.url()
+        ));
+        for line in built.security.to_string().lines() {
+            self.log.writeln(line);
+        }
+        for message in &built.job_log {
+            self.log.writeln(&yellow(message));
+        }
+        self.log.section_end("security_context");
+        Ok(built)
+    }
+
+    async fn create(&self, built: crate::BuiltPod) -> Result<JobPod, JobOutcome> {
+        self.log.section_start("prepare_script", "Preparing environment", false);
+        let fail = |log: &LogWriter, reason, message: String| {
+            log.writeln(&red(&message));
+            log.section_end("prepare_script");
+            JobOutcome::system(reason, message)
+        };
+        let namespace = built.pod.metadata.namespace.clone().unwrap_or_default();
+        let name = built.pod.metadata.name.clone().unwrap_or_default();
+        let short = self.config.raw.token.as_deref().map(names::short_token).unwrap_or_default();
+        let selector =
+            format!("manager.runner.gitlab.com/id-short={}", names::sanitize_label(&short));
+        let subscription = self.cluster.pod_watch(&namespace, &selector).subscribe(&name);
+        let api: Api<Pod> = Api::namespaced(self.cluster.client().clone(), &namespace);
+        match api.create(&PostParams::default(), &built.pod).await {
+            Ok(_) => debug!(pod = %name, "pod created"),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let ours = api.get_opt(&name).await.ok().flatten().is_some_and(|p| {
+                    p.metadata.annotations.as_ref().and_then(|a| a.get("job.runner.gitlab.com/id"))
+                        == Some(&self.job.id.to_string())
+                });
+                if !ours {
+                    return Err(fail(
+                        &self.log,
+                        FailureReason::RunnerSystemFailure,
+                        format!("pod {namespace}/{name} already exists and belongs to another job"),
+                    ));
+                }
+                info!(pod = %name, "adopting the pod this job already created");
+            }
+            Err(kube::Error::Api(e)) => {
+                let message = format!(
+                    "the api server refused pod {namespace}/{name} ({} {}): {}",
+                    e.code, e.reason, e.message
+                );
+                let reason = if e.code == 403 || e.code == 422 {
+                    FailureReason::RunnerConfigurationError
+                } else {
+                    FailureReason::RunnerSystemFailure
+                };
+                return Err(fail(&self.log, reason, message));
+            }
+            Err(e) => {
+                return Err(fail(
+                    &self.log,
+                    FailureReason::RunnerSystemFailure,
+                    format!("failed to create pod {namespace}/{name}: {}", error_chain(&e)),
+                ));
+            }
+        }
+        let dirs = StageDirs {
+            scripts: built.layout.scripts_dir.clone(),
+            logs: built.layout.logs_dir.clone(),
+        };
+        Ok(JobPod { api, name, namespace, layout: built.layout, dirs, subscription })
+    }
+
+    /// Waits for the pod, runs the stages, and says how the job ended.
+    async fn run_in(&self, pod: &JobPod) -> JobOutcome {
+        match self.wait_running(pod).await {
+            Ok(node) => {
+                self.log.writeln(&format!("Running on {} via {}...", pod.name, runner_host_name()));
+                debug!(node = %node, "pod running");
+                self.log.section_end("prepare_script");
+            }
+            Err(stop) => {
+                self.log.section_end("prepare_script");
+                return self.stopped(stop);
+            }
+        }
+        let options = ScriptOptions {
+            pre_build_script: self.config.raw.pre_build_script.clone(),
+            post_build_script: self.config.raw.post_build_script.clone(),
+            job_status: "running".to_owned(),
+        };
+        let sources = match self.stage(pod, Stage::GetSources, &options).await {
+            Ok(code) => code,
+            Err(stop) => return self.stopped(stop),
+        };
+        let mut outcome = if sources == Some(0) || sources.is_none() {
+            let script = match self.stage(pod, Stage::StepScript, &options).await {
+                Ok(code) => code,
+                Err(stop) => return self.stopped(stop),
+            };
+            let outcome = match script {
+                None | Some(0) if self.cancel.is_requested() => JobOutcome::Canceled,
+                None | Some(0) => JobOutcome::Success,
+                Some(_) if self.cancel.is_requested() => JobOutcome::Canceled,
+                Some(code) => JobOutcome::ScriptFailure { exit_code: code },
+            };
+            let status = match &outcome {
+                JobOutcome::Success => "success",
+                JobOutcome::Canceled => "canceled",
+                _ => "failed",
+            };
+            if self.cancel.is_requested() {
+                self.log.writeln(&yellow("script canceled externally (UI, API)"));
+            }
+            let after = ScriptOptions { job_status: status.to_owned(), ..options.clone() };
+            match self.stage(pod, Stage::AfterScript, &after).await {
+                Ok(Some(code)) if code != 0 => self.log.writeln(&yellow(&format!(
+                    "after_script failed, but job will continue unaffected: exit code {code}"
+                ))),
+                Ok(_) => {}
+                Err(stop) => return self.stopped(stop),
+            }
+            outcome
+        } else {
+            JobOutcome::ScriptFailure { exit_code: sources.unwrap_or(1) }
+        };
+        if let Err(stop) = self.stage(pod, Stage::CleanupFileVariables, &options).await
+            && matches!(outcome, JobOutcome::Success)
+        {
+            outcome = self.stopped(stop);
+        }
+        outcome
+    }
+
+    fn stopped(&self, stop: StageStop) -> JobOutcome {
+        match stop {
+            StageStop::Aborted => JobOutcome::Canceled,
+            StageStop::Failed(f) => {
+                self.log.writeln(&red(&f.message));
+                JobOutcome::system(f.reason, f.message)
+            }
+        }
+    }
+
+    /// Waits until build, helper and services run; fails at once on a container that cannot
+    /// start; prints one line per change of state.
+    async fn wait_running(&self, pod: &JobPod) -> Result<String, StageStop> {
+        let mut receiver = pod.subscription.receiver.clone();
+        let deadline = Instant::now() + self.k.poll_timeout;
+        let mut last_note = String::new();
+        // The pod may have changed before the subscription saw it (an adopted pod): one GET.
+        let mut current = pod.api.get_opt(&pod.name).await.ok().flatten();
+        loop {
+            if let Some(p) = current.as_ref().or(receiver.borrow_and_update().as_ref()).cloned() {
+                match classify::starting(&p) {
+                    PodProgress::Ready { node } => return Ok(node),
+                    PodProgress::Failed(f) => return Err(StageStop::Failed(f)),
+                    PodProgress::Starting { note } => {
+                        if note != last_note {
+                            let node = p
+                                .spec
+                                .as_ref()
+                                .and_then(|s| s.node_name.clone())
+                                .unwrap_or_else(|| "<unknown>".to_owned());
+                            self.log.writeln(&format!(
+                                "Waiting for pod {}/{} to be running on the node {node}, status is {note}",
+                                pod.namespace, pod.name
+                            ));
+                            last_note = note;
+                        }
+                    }
+                }
+            }
+            current = None;
+            tokio::select! {
+                changed = receiver.changed() => {
+                    if changed.is_err() {
+                        return Err(system("the pod watch ended".to_owned()));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(system(format!(
+                        "timed out waiting for pod to start after {}s (poll_timeout; last status: {last_note})",
+                        self.k.poll_timeout.as_secs()
+                    )));
+                }
+                () = self.cancel.aborted().cancelled() => return Err(StageStop::Aborted),
+                () = self.cancel.requested().cancelled(), if !self.cancel.is_aborted() => {
+                    return Err(StageStop::Aborted);
+                }
+            }
+        }
+    }
+
+    /// Runs one stage; `Ok(None)` when the stage has nothing to do.
+    async fn stage(
+        &self,
+        pod: &JobPod,
+        stage: Stage,
+        options: &ScriptOptions,
+    ) -> Result<Option<i32>, StageStop> {
+        let Some(text) = script::stage_script(stage, &self.job, &pod.layout, options) else {
+            return Ok(None);
+        };
+        if self.cancel.is_aborted() {
+            return Err(StageStop::Aborted);
+        }
+        self.log.section_start(stage.name(), stage.header(), false);
+        let mut state = StageState {
+            job_id: self.job.id,
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            stage,
+            launched: false,
+            offset: 0,
+            exit_code: None,
+        };
+        let result = self.follow_stage(pod, &mut state, text.as_bytes()).await;
+        self.log.section_end(stage.name());
+        result.map(Some)
+    }
+
+    /// Writes, launches and follows a stage until its exit status is known, resuming the log
+    /// from the received offset after a dropped stream.
+    async fn follow_stage(
+        &self,
+        pod: &JobPod,
+        state: &mut StageState,
+        script: &[u8],
+    ) -> Result<i32, StageStop> {
+        let mut retry_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(500);
+        let mut canceling = false;
+        loop {
+            let script_now = if state.launched { &[][..] } else { script };
+            match self.follow_once(pod, state, script_now, &mut canceling).await {
+                Ok(Some(code)) => {
+                    state.exit_code = Some(code);
+                    return Ok(code);
+                }
+                Ok(None) => {}
+                Err(FollowError::Stop(stop)) => return Err(stop),
+                Err(FollowError::Transient(message)) => {
+                    let since = *retry_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > RECONNECT_BUDGET {
+                        return Err(system(format!(
+                            "lost the {} stage's log stream for more than {}s: {message}",
+                            state.stage.name(),
+                            RECONNECT_BUDGET.as_secs()
+                        )));
+                    }
+                    warn!(stage = state.stage.name(), offset = state.offset, error = %message, "stage stream interrupted, resuming");
+                }
+            }
+            if let Some(failure) =
+                pod.subscription.receiver.borrow().as_ref().and_then(classify::running_failure)
+            {
+                return Err(StageStop::Failed(failure));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = self.cancel.aborted().cancelled() => return Err(StageStop::Aborted),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One write-follow exec (plus the launch once the script is written). `Ok(None)`: the
+    /// stream ended without a status and can be resumed.
+    async fn follow_once(
+        &self,
+        pod: &JobPod,
+        state: &mut StageState,
+        script: &[u8],
+        canceling: &mut bool,
+    ) -> Result<Option<i32>, FollowError> {
+        let command =
+            stage::write_follow_command(&pod.dirs, state.stage, script.len(), state.offset);
+        let params = AttachParams::default()
+            .container("helper")
+            .stdin(!script.is_empty())
+            .stdout(true)
+            .stderr(true);
+        let mut process = pod
+            .api
+            .exec(&pod.name, command, &params)
+            .await
+            .map_err(|e| self.exec_error(pod, "helper", &e))?;
+        if !script.is_empty() {
+            let mut stdin =
+                process.stdin().ok_or_else(|| FollowError::Transient("no stdin".to_owned()))?;
+            stdin
+                .write_all(script)
+                .await
+                .map_err(|e| FollowError::Transient(format!("writing the script: {e}")))?;
+            stdin.flush().await.map_err(|e| FollowError::Transient(e.to_string()))?;
+            // The follower reads exactly the script's length: nothing depends on closing stdin.
+            drop(stdin);
+        }
+        let mut stdout =
+            process.stdout().ok_or_else(|| FollowError::Transient("no stdout".to_owned()))?;
+        let mut stderr =
+            process.stderr().ok_or_else(|| FollowError::Transient("no stderr".to_owned()))?;
+        let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        let stderr_task = tokio::spawn(async move {
+            let mut pending = Vec::new();
+            let mut buf = [0_u8; 1024];
+            loop {
+                match stderr.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        pending.extend_from_slice(&buf[..n]);
+                        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = pending.drain(..=i).collect();
+                            let _ =
+                                lines_tx.send(FollowerLine::parse(&String::from_utf8_lossy(&line)));
+                        }
+                    }
+                }
+            }
+        });
+        let mut exit = None;
+        let mut stdout_open = true;
+        let mut lines_open = true;
+        let mut others = Vec::new();
+        let mut buf = vec![0_u8; 64 * 1024];
+        while stdout_open || lines_open {
+            tokio::select! {
+                read = stdout.read(&mut buf), if stdout_open => match read {
+                    Ok(0) | Err(_) => stdout_open = false,
+                    Ok(n) => {
+                        self.log.write(&buf[..n]);
+                        state.offset += n as u64;
+                    }
+                },
+                line = lines.recv(), if lines_open => match line {
+                    None => lines_open = false,
+                    Some(FollowerLine::Written) if !state.launched => {
+                        self.launch(pod, state.stage).await?;
+                        state.launched = true;
+                    }
+                    Some(FollowerLine::Written) => {}
+                    Some(FollowerLine::Exit(code)) => exit = Some(code),
+                    Some(FollowerLine::Error(message)) => {
+                        stderr_task.abort();
+                        return Err(FollowError::Stop(system(format!("stage {}: {message}", state.stage.name()))));
+                    }
+                    Some(FollowerLine::Other(text)) => others.push(text),
+                },
+                () = self.cancel.requested().cancelled(), if !*canceling && state.launched => {
+                    *canceling = true;
+                    self.signal(pod, state.stage, "TERM").await;
+                }
+                () = self.cancel.aborted().cancelled() => {
+                    stderr_task.abort();
+                    return Err(FollowError::Stop(StageStop::Aborted));
+                }
+            }
+        }
+        stderr_task.abort();
+        if exit.is_none() && !others.is_empty() {
+            debug!(stderr = ?others, "follower output");
+        }
+        Ok(exit)
+    }
+
+    async fn launch(&self, pod: &JobPod, stage: Stage) -> Result<(), FollowError> {
+        let container = stage.container();
+        let mut last = String::new();
+        for attempt in 0..5_u32 {
+            let params = AttachParams::default().container(container).stdout(true).stderr(true);
+            match pod.api.exec(&pod.name, stage::launch_command(&pod.dirs, stage), &params).await {
+                Ok(mut process) => {
+                    let mut out = String::new();
+                    if let Some(mut stdout) = process.stdout() {
+                        let _ = stdout.read_to_string(&mut out).await;
+                    }
+                    if out.contains("started") || out.contains("already-started") {
+                        return Ok(());
+                    }
+                    last = format!("the launch in container {container:?} said {out:?}");
+                }
+                Err(e) => match self.exec_error(pod, container, &e) {
+                    FollowError::Stop(stop) => return Err(FollowError::Stop(stop)),
+                    FollowError::Transient(message) => last = message,
+                },
+            }
+            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+        }
+        Err(FollowError::Stop(system(format!("failed to launch stage {}: {last}", stage.name()))))
+    }
+
+    async fn signal(&self, pod: &JobPod, stage: Stage, signal: &str) {
+        let params = AttachParams::default().container(stage.container()).stdout(true).stderr(true);
+        match pod.api.exec(&pod.name, stage::kill_command(&pod.dirs, stage, signal), &params).await
+        {
+            Ok(process) => {
+                let _ = process.join().await;
+            }
+            Err(e) => warn!(error = %e, "failed to signal the stage"),
+        }
+    }
+
+    /// An exec error: final when the pod says why, else worth a retry.
+    fn exec_error(&self, pod: &JobPod, container: &str, e: &kube::Error) -> FollowError {
+        if let Some(failure) =
+            pod.subscription.receiver.borrow().as_ref().and_then(classify::running_failure)
+        {
+            return FollowError::Stop(StageStop::Failed(failure));
+        }
+        FollowError::Transient(format!("exec in container {container:?}: {}", error_chain(e)))
+    }
+
+    /// Deletes the pod (always), within `cleanup_resources_timeout`.
+    async fn cleanup(&self, pod: &JobPod) {
+        let grace = self.k.raw.cleanup_grace_period_seconds.and_then(|g| u32::try_from(g).ok());
+        let params = DeleteParams { grace_period_seconds: grace, ..DeleteParams::background() };
+        let delete = pod.api.delete(&pod.name, &params);
+        match tokio::time::timeout(self.k.cleanup_resources_timeout, delete).await {
+            Ok(Ok(_)) => debug!(pod = %pod.name, "pod deleted"),
+            Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
+            Ok(Err(e)) => {
+                warn!(pod = %pod.name, error = %error_chain(&e), "failed to delete the pod");
+                self.log.writeln(&red(&format!("Error cleaning up pod: {}", error_chain(&e))));
+            }
+            Err(_) => {
+                warn!(pod = %pod.name, "pod deletion timed out");
+                self.log.writeln(&red(&format!(
+                    "Error cleaning up pod: no answer within cleanup_resources_timeout ({}s)",
+                    self.k.cleanup_resources_timeout.as_secs()
+                )));
+            }
+        }
+    }
+}
+
+enum FollowError {
+    Stop(StageStop),
+    Transient(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_name_suffixes_are_deterministic_dns_label_parts() {
+        assert_eq!(pod_name_suffix(0), "00000000");
+        assert_eq!(pod_name_suffix(1001), "000000rt");
+        assert_eq!(pod_name_suffix(36), "00000010");
+        assert_eq!(pod_name_suffix(u64::MAX).len(), 13);
+    }
+}
