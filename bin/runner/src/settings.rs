@@ -6,14 +6,21 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use podrunner_config::{Config, RunnerConfig};
+use std::collections::BTreeMap;
+
+use podrunner_config::diagnostics::{Diagnostic, Segment, Severity};
+use podrunner_config::{Config, Report, RunnerConfig};
 use podrunner_coordinator::{JobLogConfig, generate_system_id};
 use podrunner_daemon::{DaemonSettings, ExecutorRegistry, ExecutorSettings, RunnerSettings};
+use podrunner_executor_k8s::KubernetesRunner;
 use secrecy::SecretString;
 use tracing::warn;
 
 use crate::cli::{ConfigArgs, DiagnosticsFormat};
 use crate::config_file::{self, LoadedFile};
+
+/// How often a running job without new output touches GitLab, to learn about a cancel.
+const CANCEL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// gitlab-runner's file for the install's system id, next to `config.toml`.
 const SYSTEM_ID_FILE: &str = ".runner_system_id";
@@ -33,13 +40,15 @@ impl std::fmt::Display for Refusal {
 pub(crate) fn daemon_settings(
     config: &Config,
     path: &Path,
+    warnings: &RunnerWarnings,
     executors: &ExecutorRegistry,
     system_id: &str,
 ) -> Result<DaemonSettings, Vec<Refusal>> {
     let mut refusals = Vec::new();
     let mut runners = Vec::new();
     for runner in &config.runners {
-        match runner_settings(config, runner, path, executors, system_id) {
+        let warnings = warnings.get(&runner.index).cloned().unwrap_or_default();
+        match runner_settings(config, runner, path, warnings, executors, system_id) {
             Ok(r) => runners.push(r),
             Err(mut r) => refusals.append(&mut r),
         }
@@ -78,10 +87,37 @@ fn positive_or(value: Option<i64>, default: u64) -> u64 {
     value.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0).unwrap_or(default)
 }
 
+/// The config's warnings about each runner (by index), as `FILE:LINE:COL: message` lines: the
+/// Kubernetes executor repeats them in every job log of that runner.
+pub(crate) type RunnerWarnings = BTreeMap<usize, Vec<String>>;
+
+/// Groups the warnings of `diagnostics` by the runner whose keys they are about.
+pub(crate) fn runner_warnings(
+    file: &str,
+    text: &str,
+    diagnostics: &[Diagnostic],
+) -> RunnerWarnings {
+    let report = Report { file, text, diagnostics };
+    let mut out = RunnerWarnings::new();
+    for d in diagnostics.iter().filter(|d| d.severity == Severity::Warning) {
+        let index = match d.key_path.0.as_slice() {
+            [Segment::Key(runners), Segment::Index(i), ..] if runners == "runners" => *i,
+            _ => continue,
+        };
+        let line = match report.position(d) {
+            Some(pos) => format!("{file}:{}:{}: {}", pos.line, pos.column, d.message),
+            None => format!("{file}: {}", d.message),
+        };
+        out.entry(index).or_default().push(line);
+    }
+    out
+}
+
 fn runner_settings(
     config: &Config,
     runner: &RunnerConfig,
     path: &Path,
+    config_warnings: Vec<String>,
     executors: &ExecutorRegistry,
     system_id: &str,
 ) -> Result<RunnerSettings, Vec<Refusal>> {
@@ -129,7 +165,11 @@ fn runner_settings(
         return Err(refusals);
     };
     let mut r = RunnerSettings::new(name, url, SecretString::from(token), executor);
-    r.executor_settings = ExecutorSettings::new(runner.clone(), fingerprint(runner));
+    let fingerprint = fingerprint(runner, &config_warnings);
+    r.executor_settings = ExecutorSettings::new(
+        KubernetesRunner { config: runner.clone(), config_warnings },
+        fingerprint,
+    );
     r.system_id = Some(system_id.to_owned());
     r.limit = usize::try_from(raw.limit.unwrap_or(0).max(0)).unwrap_or(usize::MAX);
     r.request_concurrency =
@@ -150,6 +190,9 @@ fn runner_settings(
             10,
         ))
         .unwrap_or(u32::MAX),
+        // A silent job still learns about a cancel within about 5 s (upstream touches every 30 s,
+        // so a `canceling` could go unseen for that long).
+        force_send_interval: CANCEL_CHECK_INTERVAL,
         ..JobLogConfig::default()
     };
     let mut labels = config.raw.labels.clone();
@@ -160,10 +203,11 @@ fn runner_settings(
 
 /// A digest of everything the runner's entry says, so a reload restarts the runner (and its
 /// executor's cluster connection) exactly when its settings changed.
-fn fingerprint(runner: &RunnerConfig) -> String {
+fn fingerprint(runner: &RunnerConfig, warnings: &[String]) -> String {
     use std::hash::{Hash as _, Hasher as _};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     format!("{:?}", runner.raw).hash(&mut hasher);
+    warnings.hash(&mut hasher);
     format!("{:016x}", hasher.finish())
 }
 
@@ -248,6 +292,7 @@ mod tests {
             daemon_settings(
                 &config(&text(ns)),
                 Path::new("/etc/runner.toml"),
+                &RunnerWarnings::new(),
                 &crate::cmd::run::executors(),
                 "s_0123456789ab",
             )
@@ -276,8 +321,14 @@ mod tests {
             "[[runners]]\nname = \"a\"\n[[runners]]\nurl = \"http://x\"\ntoken = \"t\"\nexecutor = \"docker\"\n",
         );
         let m = messages(
-            daemon_settings(&c, Path::new("c.toml"), &ExecutorRegistry::new(), "s_0123456789ab")
-                .expect_err("refused"),
+            daemon_settings(
+                &c,
+                Path::new("c.toml"),
+                &RunnerWarnings::new(),
+                &ExecutorRegistry::new(),
+                "s_0123456789ab",
+            )
+            .expect_err("refused"),
         );
         assert_eq!(m.len(), 4, "{m:?}");
         assert!(m[0].contains("\"a\"") && m[0].contains("no url"));
@@ -291,9 +342,14 @@ mod tests {
         let c = config(
             "concurrent = 4\ncheck_interval = 7\nshutdown_timeout = 9\nlisten_address = \"127.0.0.1:9252\"\n",
         );
-        let s =
-            daemon_settings(&c, Path::new("c.toml"), &ExecutorRegistry::new(), "s_0123456789ab")
-                .expect("settings");
+        let s = daemon_settings(
+            &c,
+            Path::new("c.toml"),
+            &RunnerWarnings::new(),
+            &ExecutorRegistry::new(),
+            "s_0123456789ab",
+        )
+        .expect("settings");
         assert_eq!(s.concurrent, 4);
         assert_eq!(s.check_interval, Duration::from_secs(7));
         assert_eq!(s.shutdown_timeout, Duration::from_secs(9));

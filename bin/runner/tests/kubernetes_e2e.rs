@@ -104,15 +104,16 @@ impl E2e {
             let _ = std::fs::write(format!("{dir}/{}.log", handle.id()), &trace);
         }
         assert!(
-            matches!(state, JobState::Success | JobState::Failed),
+            matches!(state, JobState::Success | JobState::Failed | JobState::Canceled),
             "job did not finish ({state:?})\ntrace:\n{trace}\nrunner log:\n{}",
             self.runner_log()
         );
         (handle, trace)
     }
 
-    /// When the first pod appears in the cluster (seen through a watch started now).
-    fn first_pod_seen(&self) -> tokio::task::JoinHandle<Instant> {
+    /// When the first pod appears in the cluster (seen through a watch started now), and the pod
+    /// as the API server stored it.
+    fn first_pod_seen(&self) -> tokio::task::JoinHandle<(Instant, Pod)> {
         use futures::StreamExt as _;
         let pods: Api<Pod> = Api::all(self.client.clone());
         tokio::spawn(async move {
@@ -120,11 +121,11 @@ impl E2e {
                 kube::runtime::watcher(pods, kube::runtime::watcher::Config::default()).boxed();
             while let Some(event) = events.next().await {
                 if let Ok(
-                    kube::runtime::watcher::Event::Apply(_)
-                    | kube::runtime::watcher::Event::InitApply(_),
+                    kube::runtime::watcher::Event::Apply(pod)
+                    | kube::runtime::watcher::Event::InitApply(pod),
                 ) = event
                 {
-                    return Instant::now();
+                    return (Instant::now(), pod);
                 }
             }
             panic!("the pod watch ended");
@@ -272,7 +273,7 @@ async fn a_missing_localhost_profile_fails_within_5_seconds_naming_container_pro
     let created = e2e.first_pod_seen();
     let (job, trace) = e2e.run(job).await;
     let failed = Instant::now();
-    let created = created.await.expect("the pod was created");
+    let (created, _) = created.await.expect("the pod was created");
     let delay = failed.duration_since(created);
     println!("missing profile: job failed {delay:?} after the pod was created");
     assert!(delay < Duration::from_secs(5), "failed {delay:?} after the pod's creation");
@@ -323,5 +324,151 @@ async fn exit_3_is_reported_with_after_script_and_masked_values_never_reach_the_
     let pods: Api<Pod> = Api::all(e2e.client.clone());
     e2e.assert_no_pod_left().await;
     assert!(pods.list(&ListParams::default()).await.expect("list").items.is_empty());
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_settings_win_over_the_pod_and_ignored_settings_are_warned_about_in_the_job_log()
+{
+    let Some(e2e) = E2e::start(
+        33,
+        "[runners.kubernetes.pod_security_context]\nseccomp_profile_type = \"RuntimeDefault\"\n\
+         [runners.kubernetes.build_container_security_context]\nseccomp_profile_type = \"Unconfined\"\n\
+         [runners.kubernetes.helper_container_security_context]\nseccomp_profile_type = \"Bogus\"\n\
+         [runners.kubernetes.init_permissions_container_security_context]\nseccomp_profile_type = \"Localhost\"\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let (job, trace) = e2e.run(no_git().script(&["grep Seccomp: /proc/self/status"])).await;
+    assert_eq!(job.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert!(trace.contains("Seccomp:\t0\n"), "the build's Unconfined wins over the pod: {trace}");
+    assert!(security_row(&trace, "build").contains("Unconfined"), "{trace}");
+    assert!(security_row(&trace, "helper").contains("RuntimeDefault (pod)"), "{trace}");
+    let warnings: Vec<&str> =
+        trace.lines().filter(|l| l.contains("WARNING: ") && l.contains("config.toml:")).collect();
+    assert!(warnings.iter().any(|w| w.contains("Bogus")), "{warnings:?}\n{trace}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("seccomp_profile_localhost_profile") || w.contains("Localhost")),
+        "{warnings:?}"
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_1_29_cluster_app_armor_travels_as_the_annotation_and_nothing_is_dropped() {
+    let Some(e2e) = E2e::start(
+        29,
+        "[runners.kubernetes.build_container_security_context]\napp_armor_profile_type = \"Unconfined\"\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let seen = e2e.first_pod_seen();
+    let (job, trace) = e2e.run(no_git().script(&["echo ran"])).await;
+    assert_eq!(job.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    let (_, pod) = seen.await.expect("the pod was seen");
+    let annotations = pod.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.get("container.apparmor.security.beta.kubernetes.io/build").map(String::as_str),
+        Some("unconfined"),
+        "{annotations:?}"
+    );
+    let build =
+        pod.spec.expect("spec").containers.into_iter().find(|c| c.name == "build").expect("build");
+    assert!(
+        build.security_context.and_then(|s| s.app_armor_profile).is_none(),
+        "no field below 1.30"
+    );
+    assert!(trace.contains("Kubernetes 1.29"), "{trace}");
+    assert!(security_row(&trace, "build").contains("Unconfined"), "{trace}");
+    assert!(!e2e.runner_log().contains("unknown field"), "{}", e2e.runner_log());
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
+async fn canceling_stops_the_script_runs_after_script_and_reports_canceled_within_10_seconds() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let job = no_git()
+        .script(&["echo started", "sleep 120", "echo never"])
+        .after_script(&["echo after $CI_JOB_STATUS"]);
+    let handle = e2e.mock.enqueue(&job);
+    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let asked = Instant::now();
+    handle.cancel_gracefully();
+    let state = handle.wait_finished(Duration::from_secs(30)).await;
+    let took = asked.elapsed();
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    println!("canceling: the job ended {took:?} after GitLab asked");
+    assert_eq!(state, JobState::Canceled, "{trace}\n{}", e2e.runner_log());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(trace.contains("script canceled externally (UI, API)"), "{trace}");
+    assert!(trace.contains("after canceled\n"), "after_script ran with the status: {trace}");
+    assert!(!trace.contains("\nnever\n"), "{trace}");
+    assert!(trace.contains("ERROR: Job failed: canceled"), "{trace}");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
+async fn canceled_stops_at_once_without_after_script_and_deletes_the_pod() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let job = no_git().script(&["echo started", "sleep 120"]).after_script(&["echo after-ran"]);
+    let handle = e2e.mock.enqueue(&job);
+    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let asked = Instant::now();
+    handle.cancel();
+    e2e.assert_no_pod_left().await;
+    let took = asked.elapsed();
+    println!("canceled: the pod was gone {took:?} after GitLab asked");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(handle.state(), JobState::Canceled);
+    assert!(!String::from_utf8_lossy(&handle.trace()).contains("after-ran"));
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_timeout_fails_the_job_as_job_execution_timeout_and_deletes_the_pod() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let job = no_git().timeout(8).script(&["echo started", "sleep 120"]);
+    let started = Instant::now();
+    let (handle, trace) = e2e.run(job).await;
+    let took = started.elapsed();
+    assert_eq!(handle.state(), JobState::Failed, "{trace}");
+    let update = handle.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("job_execution_timeout"), "{trace}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(trace.contains("started\n"), "{trace}");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_30000_line_log_arrives_byte_for_byte_and_a_masked_value_split_across_writes_is_masked() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let job = no_git()
+        .masked_variable("SPLIT_SECRET", "first-half-second-half")
+        .variable("PART_ONE", "first-half")
+        .variable("PART_TWO", "-second-half")
+        .script(&[
+            "i=0; while [ $i -lt 30000 ]; do echo \"line $i of the long log\"; i=$((i+1)); done",
+            "printf '%s' \"$PART_ONE\"; sleep 1; printf '%s\\n' \"$PART_TWO\"",
+        ]);
+    let (handle, trace) = e2e.run(job).await;
+    assert_eq!(handle.state(), JobState::Success, "{}", e2e.runner_log());
+    let expected: String = (0..30000).map(|i| format!("line {i} of the long log\n")).collect();
+    assert!(trace.contains(&expected), "the 30 000 lines are in the log, in order, each once");
+    assert_eq!(trace.matches("of the long log\n").count(), 30000);
+    assert!(!trace.contains("first-half-second-half"), "masked across writes");
+    assert!(trace.contains("[MASKED]\n"), "{}", &trace[trace.len().saturating_sub(2000)..]);
+    e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }

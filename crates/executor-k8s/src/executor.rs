@@ -27,6 +27,16 @@ use crate::{BuildInput, ClusterFacts, JobLayout, PatchFiles, PodIdentity, build_
 /// How long a dropped log stream is retried before the job fails.
 const RECONNECT_BUDGET: Duration = Duration::from_secs(120);
 
+/// What the Kubernetes executor needs of a runner: its config entry and the config's warnings
+/// about it (repeated in every job log, so the people who read job logs see them too).
+#[derive(Debug, Clone)]
+pub struct KubernetesRunner {
+    /// The `[[runners]]` entry.
+    pub config: RunnerConfig,
+    /// `FILE:LINE:COL: message` of each config warning about this runner.
+    pub config_warnings: Vec<String>,
+}
+
 /// The Kubernetes executor: one instance serves every runner that names it; each runner's
 /// cluster connection (client, version, pod watches) is kept by its settings' fingerprint.
 #[derive(Debug, Default)]
@@ -68,7 +78,9 @@ impl Executor for KubernetesExecutor {
         let span = info_span!("job", job.id = job.id, runner = %runner.name);
         Box::pin(
             async move {
-                let Some(config) = runner.settings.get::<RunnerConfig>() else {
+                let Some(KubernetesRunner { config, config_warnings }) =
+                    runner.settings.get::<KubernetesRunner>()
+                else {
                     return JobOutcome::system(
                         FailureReason::RunnerConfigurationError,
                         format!("runner {:?} has no kubernetes settings", runner.name),
@@ -94,7 +106,7 @@ impl Executor for KubernetesExecutor {
                         return JobOutcome::system(FailureReason::RunnerSystemFailure, message);
                     }
                 };
-                let run = JobRun { config, k, cluster, job, log, cancel };
+                let run = JobRun { config, config_warnings, k, cluster, job, log, cancel };
                 run.run().await
             }
             .instrument(span),
@@ -159,6 +171,7 @@ fn system(message: String) -> StageStop {
 /// One job on its way through the lifecycle.
 struct JobRun<'a> {
     config: &'a RunnerConfig,
+    config_warnings: &'a [String],
     k: &'a KubernetesConfig,
     cluster: Arc<RunnerCluster>,
     job: Arc<Job>,
@@ -237,7 +250,7 @@ impl JobRun<'_> {
         for line in built.security.to_string().lines() {
             self.log.writeln(line);
         }
-        for message in &built.job_log {
+        for message in self.config_warnings.iter().chain(&built.job_log) {
             self.log.writeln(&yellow(message));
         }
         self.log.section_end("security_context");
@@ -460,7 +473,7 @@ impl JobRun<'_> {
     ) -> Result<i32, StageStop> {
         let mut retry_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(500);
-        let mut canceling = false;
+        let mut canceling = Canceling::default();
         loop {
             let script_now = if state.launched { &[][..] } else { script };
             match self.follow_once(pod, state, script_now, &mut canceling).await {
@@ -502,7 +515,7 @@ impl JobRun<'_> {
         pod: &JobPod,
         state: &mut StageState,
         script: &[u8],
-        canceling: &mut bool,
+        canceling: &mut Canceling,
     ) -> Result<Option<i32>, FollowError> {
         let command =
             stage::write_follow_command(&pod.dirs, state.stage, script.len(), state.offset);
@@ -577,9 +590,23 @@ impl JobRun<'_> {
                     }
                     Some(FollowerLine::Other(text)) => others.push(text),
                 },
-                () = self.cancel.requested().cancelled(), if !*canceling && state.launched => {
-                    *canceling = true;
+                () = self.cancel.requested().cancelled(), if canceling.term_sent.is_none() && state.launched => {
+                    canceling.term_sent = Some(Instant::now());
                     self.signal(pod, state.stage, "TERM").await;
+                }
+                () = sleep_until_opt(canceling.term_sent.map(|t| t + CANCEL_GRACE)), if !canceling.kill_sent => {
+                    canceling.kill_sent = true;
+                    self.log.writeln(&yellow(&format!(
+                        "the {} stage did not end within {}s of SIGTERM: sending SIGKILL",
+                        state.stage.name(),
+                        CANCEL_GRACE.as_secs()
+                    )));
+                    self.signal(pod, state.stage, "KILL").await;
+                }
+                () = sleep_until_opt(canceling.term_sent.map(|t| t + CANCEL_GRACE + KILL_WAIT)) => {
+                    // Killed with its wrapper: no status will be written.
+                    stderr_task.abort();
+                    return Ok(Some(137));
                 }
                 () = self.cancel.aborted().cancelled() => {
                     stderr_task.abort();
@@ -661,6 +688,27 @@ impl JobRun<'_> {
                 )));
             }
         }
+    }
+}
+
+/// How long a canceled stage may take to end after SIGTERM before it gets SIGKILL.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
+/// How long to wait for a status after SIGKILL (which also kills the wrapper that writes it).
+const KILL_WAIT: Duration = Duration::from_secs(3);
+
+/// Where a graceful cancel of the running stage stands.
+#[derive(Debug, Default)]
+struct Canceling {
+    term_sent: Option<Instant>,
+    kill_sent: bool,
+}
+
+/// Sleeps until `deadline`, forever without one.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -31,7 +31,7 @@ mod volumes;
 pub mod yaml;
 
 pub use error::{Error, Result};
-pub use executor::KubernetesExecutor;
+pub use executor::{KubernetesExecutor, KubernetesRunner};
 pub use k8s_openapi;
 pub use patch::PatchFiles;
 pub use pod::{DEFAULT_TIMEOUT_SECONDS, DETECT_SHELL_SCRIPT, HELPER_IMAGE_REPOSITORY};

@@ -16,7 +16,9 @@
 //!
 //! A follow that is cut (a dropped connection) is started again from the byte offset the
 //! runner has received, without writing the script again (`len` = 0). Cancel sends SIGTERM to
-//! the stage's process group (its pid is in `<logs>/<stage>.pid`).
+//! the stage's process group (its pid is in `<logs>/<stage>.pid`): the small wrapper that
+//! writes the exit status catches it (`trap : TERM`, which the script does not inherit: a
+//! handled signal is reset by `exec`), so the status of a canceled script is still written.
 
 use crate::script::Stage;
 
@@ -65,7 +67,7 @@ launch)
   : > "$L/$s.log"
   shell=sh
   for c in /usr/local/bin/bash /usr/bin/bash /bin/bash; do [ -x "$c" ] && { shell=$c; break; }; done
-  run='"$0" "$1" > "$2" 2>&1 < /dev/null; echo $? > "$3.tmp"; mv -f "$3.tmp" "$3"'
+  run='trap : TERM; "$0" "$1" > "$2" 2>&1 < /dev/null; echo $? > "$3.tmp"; mv -f "$3.tmp" "$3"'
   if command -v setsid > /dev/null 2>&1; then
     setsid sh -c "$run" "$shell" "$S/$s" "$L/$s.log" "$L/$s.exit" < /dev/null > /dev/null 2>&1 &
   else

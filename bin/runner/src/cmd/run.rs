@@ -50,8 +50,13 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     )?;
     let registry = executors();
     let mut system_id = settings::SystemId::load(&file.path);
+    let warnings = settings::runner_warnings(
+        &file.path.display().to_string(),
+        &file.text,
+        &file.loaded.diagnostics,
+    );
     let daemon_settings =
-        match settings::daemon_settings(&config, &file.path, &registry, &system_id.id) {
+        match settings::daemon_settings(&config, &file.path, &warnings, &registry, &system_id.id) {
             Ok(s) => s,
             Err(refusals) => {
                 print_refusals(&refusals);
@@ -205,9 +210,11 @@ async fn reload(state: &mut State, daemon: &RunningDaemon, forced: bool) {
         return;
     };
     config.expand_credentials(|name| std::env::var(name).ok());
+    let warnings = settings::runner_warnings(&file, &text, &loaded.diagnostics);
     let settings = match settings::daemon_settings(
         &config,
         &state.path,
+        &warnings,
         &state.registry,
         &state.system_id,
     ) {
