@@ -16,6 +16,11 @@ use podrunner_local_cluster::cluster::{self, ClusterOptions, LocalCluster};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
+mod support {
+    pub(crate) mod git_http;
+}
+use support::git_http::GitServer;
+
 const JOB_WAIT: Duration = Duration::from_secs(90);
 
 /// A cluster, the GitLab double and a running `runner run` configured for both.
@@ -100,9 +105,7 @@ impl E2e {
         let handle = self.mock.enqueue(&job);
         let state = handle.wait_finished(JOB_WAIT).await;
         let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
-        if let Ok(dir) = std::env::var("E2E_TRACE_DIR") {
-            let _ = std::fs::write(format!("{dir}/{}.log", handle.id()), &trace);
-        }
+        save_trace(&handle, &trace);
         assert!(
             matches!(state, JobState::Success | JobState::Failed | JobState::Canceled),
             "job did not finish ({state:?})\ntrace:\n{trace}\nrunner log:\n{}",
@@ -159,6 +162,13 @@ impl E2e {
             .expect("wait");
         assert_eq!(status.code(), Some(0), "runner log:\n{}", self.runner_log());
         self.cluster.shutdown().await;
+    }
+}
+
+/// Keeps a job's trace under `$E2E_TRACE_DIR` (to read what a user would see), when set.
+fn save_trace(handle: &JobHandle, trace: &str) {
+    if let Ok(dir) = std::env::var("E2E_TRACE_DIR") {
+        let _ = std::fs::write(format!("{dir}/{}-{}.log", std::process::id(), handle.id()), trace);
     }
 }
 
@@ -469,6 +479,87 @@ async fn a_30000_line_log_arrives_byte_for_byte_and_a_masked_value_split_across_
     assert_eq!(trace.matches("of the long log\n").count(), 30000);
     assert!(!trace.contains("first-half-second-half"), "masked across writes");
     assert!(trace.contains("[MASKED]\n"), "{}", &trace[trace.len().saturating_sub(2000)..]);
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_sources_fetches_over_smart_http_at_the_job_sha_and_never_prints_the_token() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let token: Arc<Mutex<Option<String>>> = Arc::default();
+    let server_token = Arc::clone(&token);
+    let server = GitServer::start("hello from the repository\n", move || {
+        server_token.lock().expect("lock").clone()
+    })
+    .await;
+    let url = format!(
+        "{}/group/demo.git",
+        server.base.replace("http://", "http://gitlab-ci-token:{token}@")
+    );
+    let job = MockJob::new("git")
+        .image("localhost/busybox:latest")
+        .git(&url, &server.sha, "main")
+        .script(&["cat README", "ls -a"]);
+    let handle = e2e.mock.enqueue(&job);
+    *token.lock().expect("lock") = Some(handle.token());
+    let state = handle.wait_finished(JOB_WAIT).await;
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    assert_eq!(
+        state,
+        JobState::Success,
+        "{trace}\nrequests: {:?}",
+        server.requests.lock().expect("lock")
+    );
+    assert!(trace.contains("Fetching changes with git depth set to 20..."), "{trace}");
+    assert!(trace.contains("Created fresh repository."), "{trace}");
+    assert!(
+        trace.contains(&format!(
+            "Checking out {} as detached HEAD (ref is main)...",
+            &server.sha[..8]
+        )),
+        "{trace}"
+    );
+    assert!(trace.contains("hello from the repository\n"), "{trace}");
+    assert!(!trace.contains(&handle.token()), "the job token never reaches the log");
+    let requests = server.requests.lock().expect("lock").clone();
+    assert!(
+        requests.iter().any(|r| r.ends_with(" 401")),
+        "the server asked for credentials: {requests:?}"
+    );
+    assert!(
+        requests.iter().any(|r| r.starts_with("POST /group/demo.git/git-upload-pack") && r.ends_with("200 OK")),
+        "a smart-HTTP fetch: {requests:?}"
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_script_reaches_a_service_container_by_its_alias() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let serve = format!(
+        "mkdir -p /tmp/www && echo hello-from-the-service > /tmp/www/index.html && exec httpd -f -p {port} -h /tmp/www"
+    );
+    let job = no_git()
+        .service_json(serde_json::json!({
+            "name": "localhost/busybox:latest", "alias": "web", "entrypoint": ["sh", "-c"],
+            "command": [serve], "ports": [], "variables": []
+        }))
+        .script(&[&format!(
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://web:{port}/ && break; sleep 0.5; done"
+        )]);
+    let (handle, trace) = e2e.run(job).await;
+    assert_eq!(handle.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert!(trace.contains("\nhello-from-the-service\n"), "{trace}");
+    assert!(
+        security_row(&trace, "web").contains("NET_RAW"),
+        "the service is in the security table: {trace}"
+    );
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }

@@ -216,6 +216,7 @@ pub struct MockJob {
     token_mask_prefixes: Vec<String>,
     failure_reasons: Vec<String>,
     credentials: Vec<Value>,
+    git: Option<(String, String, String)>,
     extra: Vec<(String, Value)>,
 }
 
@@ -251,8 +252,17 @@ impl MockJob {
             token_mask_prefixes: Vec::new(),
             failure_reasons: DEFAULT_FAILURE_REASONS.iter().map(|s| (*s).to_owned()).collect(),
             credentials: Vec::new(),
+            git: None,
             extra: Vec::new(),
         }
+    }
+
+    /// Points the job's `git_info` at a repository: `repo_url` may contain `{token}`, replaced
+    /// by the job's token as GitLab puts it there (`http://gitlab-ci-token:{token}@host/...`).
+    #[must_use]
+    pub fn git(mut self, repo_url: &str, sha: &str, ref_name: &str) -> Self {
+        self.git = Some((repo_url.to_owned(), sha.to_owned(), ref_name.to_owned()));
+        self
     }
 
     /// Sets the job image by name.
@@ -420,6 +430,13 @@ impl MockJob {
                           "failure_reasons": self.failure_reasons },
             "hooks": [],
         });
+        if let Some((url, sha, ref_name)) = &self.git {
+            payload["git_info"]["repo_url"] = json!(url.replace("{token}", token));
+            payload["git_info"]["sha"] = json!(sha);
+            payload["git_info"]["ref"] = json!(ref_name);
+            payload["git_info"]["refspecs"] =
+                json!([format!("+refs/heads/{ref_name}:refs/remotes/origin/{ref_name}")]);
+        }
         if let Some(obj) = payload.as_object_mut() {
             for (k, v) in &self.extra {
                 obj.insert(k.clone(), v.clone());

@@ -242,7 +242,11 @@ fn get_sources(out: &mut String, job: &Job, layout: &JobLayout) {
         let _ = writeln!(out, "rm -rf {project}");
     }
     let _ = writeln!(out, "created=; [ -d {project}/.git ] || created=1");
-    let _ = writeln!(out, "git -c init.defaultBranch=main init {project}");
+    // An empty template directory of our own, as upstream uses: no hooks from the image, and
+    // no warning where the image has no git templates.
+    let template = quote(&format!("{}/git-template", layout.tmp_dir()));
+    let _ = writeln!(out, "[ -d {template} ] || mkdir -p {template}");
+    let _ = writeln!(out, "git -c init.defaultBranch=main init --template={template} {project}");
     let _ = writeln!(out, "cd {project}");
     let _ = writeln!(out, "[ -z \"$created\" ] || echo 'Created fresh repository.'");
     let url = quote(&git.repo_url);

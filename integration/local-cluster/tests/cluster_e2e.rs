@@ -15,7 +15,7 @@ use std::{
 
 use futures::{AsyncBufReadExt, FutureExt as _, StreamExt as _, TryStreamExt};
 use http_body_util::BodyExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{HostAlias, Pod};
 use kube::{
     Api,
     api::{AttachParams, DeleteParams, ListParams, LogParams, PostParams, WatchEvent, WatchParams},
@@ -807,4 +807,29 @@ async fn local_cluster_up_prints_the_environment_a_standard_client_uses_and_down
     let (code, stdout, _) = local_cluster(&["status"], &dir).await;
     assert_eq!(code, 3, "status after down: {stdout}");
     assert!(stdout.starts_with("not running"), "{stdout}");
+}
+
+#[tokio::test]
+async fn containers_get_the_kubelet_managed_hosts_file_with_the_host_aliases() {
+    let Some(c) = real_cluster(33).await else { return };
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    let mut with_aliases = pod(
+        "hosts",
+        vec![container(
+            "main",
+            "cat /etc/hosts; wget -q -O /dev/null http://db:1/ 2>&1 | head -1",
+            json!({}),
+        )],
+        json!({}),
+    );
+    with_aliases.spec.as_mut().expect("spec").host_aliases = Some(vec![HostAlias {
+        ip: "127.0.0.1".to_owned(),
+        hostnames: Some(vec!["db".to_owned(), "postgres".to_owned()]),
+    }]);
+    run_to_completion(&pods, &with_aliases).await;
+    let out = logs(&pods, "hosts", "main").await;
+    assert!(out.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"), "{out}");
+    assert!(out.contains("\thosts\n"), "the pod's host name: {out}");
+    assert!(out.contains("# Entries added by HostAliases.\n127.0.0.1\tdb\tpostgres\n"), "{out}");
+    assert!(!out.contains("bad address"), "the alias resolves: {out}");
 }

@@ -472,6 +472,8 @@ struct Worker {
     sandbox_id: String,
     sandbox_config: PodSandboxConfig,
     volumes: HashMap<String, PathBuf>,
+    /// The pod's managed `/etc/hosts`.
+    etc_hosts: Option<PathBuf>,
     log_dir: PathBuf,
 }
 
@@ -542,6 +544,7 @@ impl Worker {
             sandbox_id: String::new(),
             sandbox_config: PodSandboxConfig::default(),
             volumes: HashMap::new(),
+            etc_hosts: None,
             log_dir,
         }
     }
@@ -594,6 +597,11 @@ impl Worker {
                         self.event("Warning", "FailedMount", warning);
                     }
                     self.volumes = prepared.paths;
+                    match volumes::write_etc_hosts(&self.pod, &pod_dir, &self.inner.config.node_ip)
+                    {
+                        Ok(path) => self.etc_hosts = Some(path),
+                        Err(e) => self.event("Warning", "FailedMount", &e.message),
+                    }
                     break;
                 }
                 Err(e) => {
@@ -967,7 +975,8 @@ impl Worker {
         )?;
         let (command, args) = env::expand_command(container, &envs);
         security::verify_run_as_non_root(&self.pod, container, image.uid, &image.username)?;
-        let mounts = volumes::container_mounts(container, &self.volumes)?;
+        let mounts =
+            volumes::container_mounts(container, &self.volumes, self.etc_hosts.as_deref())?;
         let mut labels = HashMap::new();
         labels.insert("io.kubernetes.container.name".to_owned(), container.name.clone());
         labels.insert("io.kubernetes.pod.name".to_owned(), self.name.clone());

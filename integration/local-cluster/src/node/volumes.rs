@@ -385,12 +385,54 @@ fn apply_fs_group(volume: &str, root: &Path, gid: u32) -> Result<(), VolumeError
     Ok(())
 }
 
-/// The CRI mounts of a container (`subPath` and `readOnly` honoured).
+/// The kubelet's managed hosts file of a pod (`kubelet_pods.go: managedHostsFileContent`):
+/// localhost entries, the pod's IP and host name, then `spec.hostAliases`. Written to
+/// `<pod_dir>/etc-hosts`; every container gets it at `/etc/hosts` unless it mounts that path.
+pub(crate) fn write_etc_hosts(
+    pod: &Pod,
+    pod_dir: &Path,
+    pod_ip: &str,
+) -> Result<PathBuf, VolumeError> {
+    let spec = pod.spec.as_ref();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let hostname =
+        spec.and_then(|s| s.hostname.as_deref()).filter(|h| !h.is_empty()).unwrap_or(name);
+    let mut text = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    text.push_str(&format!("{pod_ip}\t{hostname}\n"));
+    let aliases = spec.and_then(|s| s.host_aliases.as_ref()).filter(|a| !a.is_empty());
+    if let Some(aliases) = aliases {
+        text.push_str("\n# Entries added by HostAliases.\n");
+        for alias in aliases {
+            let names = alias.hostnames.iter().flatten().cloned().collect::<Vec<_>>().join("\t");
+            text.push_str(&format!("{}\t{names}\n", alias.ip));
+        }
+    }
+    fs::create_dir_all(pod_dir).map_err(|e| io_err("etc-hosts", "create", pod_dir, &e))?;
+    let path = pod_dir.join("etc-hosts");
+    fs::write(&path, text).map_err(|e| io_err("etc-hosts", "write", &path, &e))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+        .map_err(|e| io_err("etc-hosts", "chmod", &path, &e))?;
+    Ok(path)
+}
+
+/// The CRI mounts of a container (`subPath` and `readOnly` honoured), and the pod's managed
+/// `/etc/hosts` unless the container mounts something there itself.
 pub(crate) fn container_mounts(
     container: &Container,
     volumes: &HashMap<String, PathBuf>,
+    etc_hosts: Option<&Path>,
 ) -> Result<Vec<Mount>, String> {
     let mut mounts = Vec::new();
+    let own_hosts = container.volume_mounts.iter().flatten().any(|m| m.mount_path == "/etc/hosts");
+    if let (Some(hosts), false) = (etc_hosts, own_hosts) {
+        mounts.push(Mount {
+            container_path: "/etc/hosts".to_owned(),
+            host_path: hosts.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+    }
     for vm in container.volume_mounts.iter().flatten() {
         let Some(base) = volumes.get(&vm.name) else {
             return Err(format!(
