@@ -183,6 +183,8 @@ fn bench() -> anyhow::Result<()> {
     // The idle-memory bench also measures the release `runner` binary it finds beside it.
     cargo(&["build", "--release", "--locked", "-p", "podrunner"])?;
     cargo(&["bench", "--locked", "-p", "podrunner-daemon", "--bench", "idle_memory"])?;
+    // Jobs through the real binary on the local cluster (needs root; says SKIPPED otherwise).
+    cargo(&["bench", "--locked", "-p", "podrunner", "--bench", "e2e"])?;
     Ok(())
 }
 

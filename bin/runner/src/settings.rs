@@ -299,8 +299,11 @@ mod tests {
             .expect("a kubernetes runner is served")
         };
         let a = settings("ci");
-        let runner =
-            a.runners[0].executor_settings.get::<RunnerConfig>().expect("the runner config");
+        let runner = &a.runners[0]
+            .executor_settings
+            .get::<KubernetesRunner>()
+            .expect("the runner config")
+            .config;
         assert_eq!(runner.display_name(), "k8s");
         assert_eq!(runner.kubernetes.as_ref().and_then(|k| k.raw.namespace.as_deref()), Some("ci"));
         let same = settings("ci");

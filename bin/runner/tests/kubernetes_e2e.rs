@@ -210,6 +210,16 @@ async fn build_unconfined_runs_without_seccomp_and_the_job_succeeds() {
     let update = job.final_update().expect("final update");
     assert_eq!(update.state, "success");
     e2e.assert_no_pod_left().await;
+    // Requests of this job (its pod's create, execs and delete) against the budget of
+    // 4 + 2 x stages (get_sources, step_script, cleanup_file_variables); the watch is shared.
+    let requests = e2e.cluster.requests();
+    let of_job: Vec<_> = requests
+        .iter()
+        .filter(|r| r.resource == "pods" && (r.name.is_some() || r.verb == "create"))
+        .collect();
+    assert!(of_job.len() <= 4 + 2 * 3, "{} requests: {of_job:#?}", of_job.len());
+    let watches = requests.iter().filter(|r| r.verb == "watch").count();
+    assert_eq!(watches, 1, "one shared watch: {requests:#?}");
     e2e.stop().await;
 }
 

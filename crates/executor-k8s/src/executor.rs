@@ -187,6 +187,8 @@ struct JobPod {
     layout: JobLayout,
     dirs: StageDirs,
     subscription: crate::cluster::PodSubscription,
+    /// Created by an earlier attempt of this job (a `409` on create).
+    adopted: bool,
 }
 
 impl JobRun<'_> {
@@ -271,8 +273,11 @@ impl JobRun<'_> {
             format!("manager.runner.gitlab.com/id-short={}", names::sanitize_label(&short));
         let subscription = self.cluster.pod_watch(&namespace, &selector).subscribe(&name);
         let api: Api<Pod> = Api::namespaced(self.cluster.client().clone(), &namespace);
+        let mut adopted = false;
         match api.create(&PostParams::default(), &built.pod).await {
-            Ok(_) => debug!(pod = %name, "pod created"),
+            Ok(_) => {
+                info!(job.id = self.job.id, pod = %name, namespace = %namespace, "pod created");
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 let ours = api.get_opt(&name).await.ok().flatten().is_some_and(|p| {
                     p.metadata.annotations.as_ref().and_then(|a| a.get("job.runner.gitlab.com/id"))
@@ -286,6 +291,7 @@ impl JobRun<'_> {
                     ));
                 }
                 info!(pod = %name, "adopting the pod this job already created");
+                adopted = true;
             }
             Err(kube::Error::Api(e)) => {
                 let message = format!(
@@ -311,7 +317,7 @@ impl JobRun<'_> {
             scripts: built.layout.scripts_dir.clone(),
             logs: built.layout.logs_dir.clone(),
         };
-        Ok(JobPod { api, name, namespace, layout: built.layout, dirs, subscription })
+        Ok(JobPod { api, name, namespace, layout: built.layout, dirs, subscription, adopted })
     }
 
     /// Waits for the pod, runs the stages, and says how the job ended.
@@ -319,10 +325,13 @@ impl JobRun<'_> {
         match self.wait_running(pod).await {
             Ok(node) => {
                 self.log.writeln(&format!("Running on {} via {}...", pod.name, runner_host_name()));
-                debug!(node = %node, "pod running");
+                info!(job.id = self.job.id, pod = %pod.name, node = %node, "pod running");
                 self.log.section_end("prepare_script");
             }
             Err(stop) => {
+                if let StageStop::Failed(f) = &stop {
+                    warn!(job.id = self.job.id, pod = %pod.name, failure.reason = %f.reason, error = %f.message, "the pod cannot run the job");
+                }
                 self.log.section_end("prepare_script");
                 return self.stopped(stop);
             }
@@ -391,8 +400,9 @@ impl JobRun<'_> {
         let mut receiver = pod.subscription.receiver.clone();
         let deadline = Instant::now() + self.k.poll_timeout;
         let mut last_note = String::new();
-        // The pod may have changed before the subscription saw it (an adopted pod): one GET.
-        let mut current = pod.api.get_opt(&pod.name).await.ok().flatten();
+        // An adopted pod may have changed before the subscription saw it: one GET.
+        let mut current =
+            if pod.adopted { pod.api.get_opt(&pod.name).await.ok().flatten() } else { None };
         loop {
             if let Some(p) = current.as_ref().or(receiver.borrow_and_update().as_ref()).cloned() {
                 match classify::starting(&p) {
@@ -478,6 +488,13 @@ impl JobRun<'_> {
             let script_now = if state.launched { &[][..] } else { script };
             match self.follow_once(pod, state, script_now, &mut canceling).await {
                 Ok(Some(code)) => {
+                    debug!(
+                        job.id = state.job_id,
+                        stage = state.stage.name(),
+                        exit.code = code,
+                        log.bytes = state.offset,
+                        "stage ended"
+                    );
                     state.exit_code = Some(code);
                     return Ok(code);
                 }
@@ -572,6 +589,9 @@ impl JobRun<'_> {
                 read = stdout.read(&mut buf), if stdout_open => match read {
                     Ok(0) | Err(_) => stdout_open = false,
                     Ok(n) => {
+                        if state.offset == 0 {
+                            debug!(job.id = state.job_id, stage = state.stage.name(), "stage output started");
+                        }
                         self.log.write(&buf[..n]);
                         state.offset += n as u64;
                     }

@@ -222,6 +222,11 @@ impl LocalCluster {
         self.apiserver.url()
     }
 
+    /// Every request the API server answered so far (see [`crate::apiserver::RequestRecord`]).
+    pub fn requests(&self) -> Vec<crate::apiserver::RequestRecord> {
+        self.apiserver.requests()
+    }
+
     /// The API server's side of the contract, as the node sees it.
     pub fn cluster_view(&self) -> Arc<dyn ClusterView> {
         self.apiserver.cluster_view()

@@ -94,14 +94,17 @@ async fn dispatch(
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(table::wants_table);
-    match route(&state, &method, &path, query, request).await {
+    let watch = query.flag("watch");
+    let response = match route(&state, &method, &path, query, request).await {
         Ok(response) if table && response.status() == StatusCode::OK => as_table(response).await,
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(http.method = %method, url.path = %path, code = error.code().as_u16(), "request failed");
             error.into_response()
         }
-    }
+    };
+    state.requests.push(super::audit::classify(&method, &path, watch, response.status().as_u16()));
+    response
 }
 
 /// Turns a JSON object or list response into a `Table` (`kubectl get`); other responses (logs,

@@ -5,6 +5,7 @@
 //! [`crate::contract::NodeRuntime`], and the node reports back through the
 //! [`crate::contract::ClusterView`] this server implements.
 
+mod audit;
 mod handlers;
 mod pods;
 mod selectors;
@@ -20,6 +21,7 @@ use std::{
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
+pub use self::audit::RequestRecord;
 pub use self::validation::KubeVersion;
 use crate::contract::{ClusterView, NodeRuntime};
 
@@ -63,6 +65,7 @@ pub(crate) struct State {
     pub(crate) store: store::Store,
     pub(crate) settings: ApiServerSettings,
     pub(crate) node: Arc<dyn NodeRuntime>,
+    pub(crate) requests: audit::RequestLog,
     me: Weak<State>,
 }
 
@@ -104,6 +107,7 @@ impl ApiServer {
             store: store::Store::new(),
             settings,
             node,
+            requests: audit::RequestLog::default(),
             me: me.clone(),
         });
         handlers::bootstrap(&state);
@@ -134,6 +138,12 @@ impl ApiServer {
     /// The cluster view the node uses (the same object the server hands to the node).
     pub fn cluster_view(&self) -> Arc<dyn ClusterView> {
         Arc::clone(&self.state) as Arc<dyn ClusterView>
+    }
+
+    /// Every request answered so far, in order (the audit log's view: verb, resource,
+    /// subresource, namespace, name, response code).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.state.requests.snapshot()
     }
 
     /// Stops accepting requests and ends open streams.

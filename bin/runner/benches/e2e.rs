@@ -1,0 +1,281 @@
+//! End-to-end latency and request counts on the local cluster: `cargo bench -p podrunner --bench
+//! e2e` (run by `cargo xtask bench`). Needs root and containerd, as the end-to-end tests; says
+//! SKIPPED otherwise.
+//!
+//! The real `runner` binary (JSON log at debug level, `concurrent = 1`) runs 20 jobs (`echo first-line`,
+//! `sleep 2`) from the GitLab double on a local cluster, then 5 jobs whose build container names a
+//! `Localhost` seccomp profile the node does not have. From the runner's own log timestamps:
+//!
+//! - pickup → pod created (`job received` → `pod created`);
+//! - pod created → Running noticed (`pod created` → `pod running`);
+//! - pickup → first output of the user's script (`job received` → `stage output started` of
+//!   `step_script`);
+//! - pod created → missing profile noticed (`pod created` → `the pod cannot run the job`);
+//!
+//! and from the local API server's request log, the requests per job (pods: create, execs,
+//! delete) against the goal of 4 + 2 × stages, and the requests shared by all jobs (version,
+//! list and watch). Exits 1 when a goal is missed: first line ≤ 1 s after the pod runs, missing
+//! profile ≤ 5 s, requests per job ≤ 4 + 2 × 3.
+#![allow(clippy::print_stdout, reason = "a bench reports on the terminal")]
+
+use std::collections::BTreeMap;
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use podrunner_coordinator_mock::{JobState, MockCoordinator, MockJob};
+use podrunner_local_cluster::apiserver::KubeVersion;
+use podrunner_local_cluster::cluster::{self, ClusterOptions, LocalCluster};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+const JOBS: usize = 20;
+const MISSING_PROFILE_JOBS: usize = 5;
+/// get_sources, step_script, cleanup_file_variables.
+const STAGES: usize = 3;
+
+fn main() -> ExitCode {
+    if let Some(reason) = cluster::missing_prerequisites() {
+        println!("SKIPPED: the end-to-end bench {reason}");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            println!("error: failed to start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run())
+}
+
+/// A `runner run` whose stderr (JSON lines) is collected.
+struct Runner {
+    child: tokio::process::Child,
+    log: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Runner {
+    fn start(config: &std::path::Path, kubeconfig: &std::path::Path) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(["--log-format", "json", "--log-level", "debug"])
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start runner run");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let pipe = child.stderr.take().expect("stderr");
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match serde_json::from_str(&line) {
+                    Ok(v) => sink.lock().expect("lock").push(v),
+                    // Config diagnostics and refusals are plain text.
+                    Err(_) => println!("runner: {line}"),
+                }
+            }
+        });
+        Self { child, log }
+    }
+
+    async fn stop(mut self) -> Vec<serde_json::Value> {
+        if let Some(pid) = self.child.id() {
+            let _ =
+                std::process::Command::new("kill").args(["-s", "TERM", &pid.to_string()]).status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        self.log.lock().expect("lock").clone()
+    }
+}
+
+fn config(mock: &MockCoordinator, extra: &str) -> String {
+    format!(
+        "concurrent = 1\ncheck_interval = 1\n\
+         [[runners]]\nname = \"bench\"\nurl = \"{}\"\ntoken = \"{}\"\nexecutor = \"kubernetes\"\n\
+         [runners.kubernetes]\nnamespace = \"default\"\nimage = \"localhost/busybox:latest\"\n\
+         helper_image = \"localhost/helper:latest\"\npull_policy = \"if-not-present\"\n\
+         cleanup_grace_period_seconds = 1\n{extra}\n",
+        mock.url(),
+        mock.runner_token()
+    )
+}
+
+/// Event times (seconds since the epoch) per job id, by message (and stage).
+fn events(log: &[serde_json::Value]) -> BTreeMap<u64, BTreeMap<String, f64>> {
+    let mut out: BTreeMap<u64, BTreeMap<String, f64>> = BTreeMap::new();
+    for line in log {
+        let job = line["job.id"].as_u64().or_else(|| line["span"]["job.id"].as_u64());
+        let (Some(job), Some(message), Some(at)) =
+            (job, line["message"].as_str(), line["timestamp"].as_str())
+        else {
+            continue;
+        };
+        let Ok(at) = chrono::DateTime::parse_from_rfc3339(at) else { continue };
+        let key = match line["stage"].as_str() {
+            Some(stage) => format!("{message} {stage}"),
+            None => message.to_owned(),
+        };
+        let seconds = at.timestamp_micros() as f64 / 1e6;
+        out.entry(job).or_default().entry(key).or_insert(seconds);
+    }
+    out
+}
+
+fn spans(events: &BTreeMap<u64, BTreeMap<String, f64>>, from: &str, to: &str) -> Vec<f64> {
+    events.values().filter_map(|e| Some(e.get(to)? - e.get(from)?)).collect()
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn report(name: &str, mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let (median, p95) = (quantile(&values, 0.5), quantile(&values, 0.95));
+    println!(
+        "{name:<44} n={:<3} median {:>7.0} ms   p95 {:>7.0} ms",
+        values.len(),
+        median * 1e3,
+        p95 * 1e3
+    );
+    (median, p95)
+}
+
+async fn wait_all(handles: &[podrunner_coordinator_mock::JobHandle]) -> bool {
+    for h in handles {
+        let state = h.wait_finished(Duration::from_secs(240)).await;
+        if !matches!(state, JobState::Success | JobState::Failed) {
+            println!("job {} did not finish: {state:?}", h.id());
+            return false;
+        }
+    }
+    true
+}
+
+async fn run() -> ExitCode {
+    let dir = tempfile::Builder::new().prefix("bench").tempdir_in("/tmp").expect("temp dir");
+    let options =
+        ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor: 33, patch: 0 });
+    let cluster = LocalCluster::start(options).await.expect("local cluster starts");
+    let mock = MockCoordinator::start().await;
+    mock.set_update_interval_header(Some(1));
+    let mut ok = true;
+
+    // Phase 1: ordinary jobs.
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config(&mock, "")).expect("write config");
+    let handles: Vec<_> = (0..JOBS)
+        .map(|i| {
+            mock.enqueue(
+                &MockJob::new(format!("bench-{i}"))
+                    .image("localhost/busybox:latest")
+                    .variable("GIT_STRATEGY", "none")
+                    .script(&["echo first-line", "sleep 2"]),
+            )
+        })
+        .collect();
+    let runner = Runner::start(&config_path, cluster.kubeconfig_path());
+    ok &= wait_all(&handles).await;
+    let succeeded = handles.iter().filter(|h| h.state() == JobState::Success).count();
+    let log = runner.stop().await;
+    let requests = cluster.requests();
+    let e = events(&log);
+    println!(
+        "end-to-end bench: {JOBS} jobs on the local cluster (Kubernetes 1.33), {succeeded} succeeded"
+    );
+    report("pickup -> pod created", spans(&e, "job received", "pod created"));
+    let (running_median, _) =
+        report("pod created -> Running noticed", spans(&e, "pod created", "pod running"));
+    let (first_median, first_p95) = report(
+        "pickup -> first line of the user's script",
+        spans(&e, "job received", "stage output started step_script"),
+    );
+    let (after_running, _) = report(
+        "Running noticed -> first line of the script",
+        spans(&e, "pod running", "stage output started step_script"),
+    );
+    let pod_requests: Vec<_> = requests
+        .iter()
+        .filter(|r| r.resource == "pods" && (r.name.is_some() || r.verb == "create"))
+        .collect();
+    let shared = requests.len() - pod_requests.len();
+    let per_job = pod_requests.len() as f64 / JOBS as f64;
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &pod_requests {
+        let kind = format!(
+            "{} pods{}",
+            r.verb,
+            r.subresource.as_ref().map(|s| format!("/{s}")).unwrap_or_default()
+        );
+        *by_kind.entry(kind).or_default() += 1;
+    }
+    println!(
+        "API requests per job: {per_job:.1} (goal <= {}), {by_kind:?}; shared by all jobs: {shared}",
+        4 + 2 * STAGES
+    );
+    if per_job > (4 + 2 * STAGES) as f64 {
+        println!("FAIL: {per_job:.1} API requests per job");
+        ok = false;
+    }
+    if succeeded != JOBS {
+        println!("FAIL: {} jobs did not succeed", JOBS - succeeded);
+        ok = false;
+    }
+    if after_running > 1.0 {
+        println!(
+            "FAIL: the first script line came {after_running:.2} s after the pod ran (goal <= 1 s)"
+        );
+        ok = false;
+    }
+    println!(
+        "(pod start itself: median {:.0} ms; pickup -> first line p95 {:.0} ms, median {:.0} ms)",
+        running_median * 1e3,
+        first_p95 * 1e3,
+        first_median * 1e3
+    );
+
+    // Phase 2: a Localhost profile the node does not have.
+    let extra = "[runners.kubernetes.build_container_security_context]\n\
+                 seccomp_profile_type = \"Localhost\"\nseccomp_profile_localhost_profile = \"profiles/absent.json\"\n";
+    std::fs::write(&config_path, config(&mock, extra)).expect("write config");
+    let handles: Vec<_> = (0..MISSING_PROFILE_JOBS)
+        .map(|i| {
+            mock.enqueue(
+                &MockJob::new(format!("missing-{i}"))
+                    .image("localhost/busybox:latest")
+                    .variable("GIT_STRATEGY", "none"),
+            )
+        })
+        .collect();
+    let runner = Runner::start(&config_path, cluster.kubeconfig_path());
+    ok &= wait_all(&handles).await;
+    let log = runner.stop().await;
+    let e = events(&log);
+    let (_, noticed_p95) = report(
+        "pod created -> missing profile noticed",
+        spans(&e, "pod created", "the pod cannot run the job"),
+    );
+    if noticed_p95.is_nan() || noticed_p95 > 5.0 {
+        println!(
+            "FAIL: a missing profile was noticed {noticed_p95:.2} s after the pod's creation (goal <= 5 s)"
+        );
+        ok = false;
+    }
+    cluster.shutdown().await;
+    if ok {
+        println!("ok: every end-to-end goal met");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
