@@ -17,8 +17,16 @@ pub(crate) struct Logging {
     level: String,
 }
 
+/// The filter for `level`. Below debug, kube's request builder is silenced: it logs an ERROR
+/// for every request that fails, which the runner reports itself, once and with context (the
+/// job log, the runner that stops requesting jobs, the failed job).
 fn filter(level: &str) -> anyhow::Result<EnvFilter> {
-    EnvFilter::builder().parse(level).with_context(|| format!("invalid log level {level:?}"))
+    let directives = if matches!(level, "debug" | "trace") {
+        level.to_owned()
+    } else {
+        format!("{level},kube_client::client::builder=off")
+    };
+    EnvFilter::builder().parse(&directives).with_context(|| format!("invalid log level {level:?}"))
 }
 
 impl Logging {

@@ -357,3 +357,25 @@ async fn a_valid_reload_applies_the_new_log_level() {
     assert_eq!(daemon.exit_code().await, Some(0), "log:\n{}", daemon.log());
     assert!(daemon.log().contains("runner stopped"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kubernetes_runner_whose_cluster_is_unreachable_requests_no_job_and_says_why() {
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(&MockJob::new("must-wait"));
+    let closed = free_port();
+    let setup = Setup::new(&format!(
+        "check_interval = 1\n[[runners]]\nname = \"k8s\"\nurl = \"{}\"\ntoken = \"{}\"\nexecutor = \"kubernetes\"\n\
+         [runners.kubernetes]\nhost = \"http://127.0.0.1:{closed}\"\n",
+        mock.url(),
+        mock.runner_token()
+    ));
+    let mut daemon = Daemon::start(&setup.path(), "text");
+    assert!(daemon.wait_log("not requesting jobs").await, "{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.contains(&format!("127.0.0.1:{closed}")), "the address is named: {log}");
+    assert!(log.contains("runner.name=k8s"), "the runner is named: {log}");
+    assert_eq!(mock.job_request_calls(), 0, "no job was requested");
+    assert_eq!(job.state(), podrunner_coordinator_mock::JobState::Pending);
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_code().await, Some(0), "{}", daemon.log());
+}

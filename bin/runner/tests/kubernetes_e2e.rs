@@ -573,3 +573,28 @@ async fn the_script_reaches_a_service_container_by_its_alias() {
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_running_job_finish_then_the_runner_exits_0() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let handle = e2e.mock.enqueue(&no_git().script(&["echo started", "sleep 3", "echo finished"]));
+    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let mut e2e = e2e;
+    let pid = e2e.runner.id().expect("running").to_string();
+    let _ = std::process::Command::new("kill").args(["-s", "TERM", &pid]).status();
+    let requests_at_sigterm = e2e.mock.job_request_calls();
+    let status = tokio::time::timeout(JOB_WAIT, e2e.runner.wait())
+        .await
+        .expect("the runner exits once its job is done")
+        .expect("wait");
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    assert_eq!(handle.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert!(trace.contains("finished\n"), "{trace}");
+    assert_eq!(status.code(), Some(0), "{}", e2e.runner_log());
+    assert!(
+        e2e.mock.job_request_calls() <= requests_at_sigterm + 1,
+        "no new job is requested after SIGTERM"
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.cluster.shutdown().await;
+}

@@ -559,6 +559,7 @@ async fn request_loop(runner: Arc<Runner>, shared: Arc<Shared>, stop: Cancellati
     let mut last_update: Option<String> = None;
     let mut failures = 0u32;
     let mut backoff = request_backoff(shared.check_interval());
+    let mut not_ready: Option<String> = None;
     loop {
         // Capacity first: never ask for a job that could not start.
         let runner_slot = tokio::select! {
@@ -569,6 +570,32 @@ async fn request_loop(runner: Arc<Runner>, shared: Arc<Shared>, stop: Cancellati
             s = shared.global.acquire() => s,
             () = stop.cancelled() => return,
         };
+        // Never ask for a job the executor cannot run (its cluster unreachable, say).
+        let ready = tokio::select! {
+            r = runner.executor().ready(runner.context()) => r,
+            () = stop.cancelled() => return,
+        };
+        let ready_gauge = shared.metrics.executor_ready.get_or_create(&labels).clone();
+        match ready {
+            Ok(()) => {
+                if let Some(reason) = not_ready.take() {
+                    info!(was = %reason, "the executor can run jobs again: requesting jobs");
+                }
+                ready_gauge.set(1);
+            }
+            Err(reason) => {
+                drop((runner_slot, global_slot));
+                ready_gauge.set(0);
+                if not_ready.as_deref() != Some(reason.as_str()) {
+                    warn!(reason = %reason, "not requesting jobs: the executor cannot run them now");
+                    not_ready = Some(reason);
+                }
+                if !pause(shared.check_interval(), &stop).await {
+                    return;
+                }
+                continue;
+            }
+        }
         let result = tokio::select! {
             r = runner.client().request_job(last_update.as_deref()) => r,
             () = stop.cancelled() => return,

@@ -26,6 +26,14 @@ pub trait Executor: Send + Sync + 'static {
         log: LogWriter,
         cancel: JobCancel,
     ) -> BoxFuture<'_, JobOutcome>;
+
+    /// Whether a job of `runner` could run now. The daemon asks before every job request and
+    /// requests no job while this is an `Err` (its text says why, for the daemon log); keep it
+    /// cheap when all is well. By default always ready.
+    fn ready(&self, runner: &RunnerContext) -> BoxFuture<'_, Result<(), String>> {
+        let _ = runner;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// What an executor learns about the runner a job came from.

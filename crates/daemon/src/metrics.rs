@@ -105,6 +105,8 @@ pub struct Metrics {
     pub concurrent: Gauge,
     /// Per-runner `limit`.
     pub limit: Family<RunnerLabels, Gauge>,
+    /// 1 while the runner's executor can run jobs (it requests them), 0 while it cannot.
+    pub executor_ready: Family<RunnerLabels, Gauge>,
 }
 
 impl Metrics {
@@ -121,6 +123,7 @@ impl Metrics {
             api_duration: Family::new_with_constructor(api_histogram as fn() -> Histogram),
             concurrent: Gauge::default(),
             limit: Family::default(),
+            executor_ready: Family::default(),
             registry: Registry::default(),
         };
         registry.register("gitlab_runner_jobs", "Jobs being run", m.jobs_running.clone());
@@ -157,6 +160,11 @@ impl Metrics {
             m.concurrent.clone(),
         );
         registry.register("gitlab_runner_limit", "The limit setting per runner", m.limit.clone());
+        registry.register(
+            "podrunner_executor_ready",
+            "1 while the runner's executor can run jobs (it requests jobs only then)",
+            m.executor_ready.clone(),
+        );
         Self { registry, ..m }
     }
 

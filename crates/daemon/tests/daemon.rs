@@ -26,6 +26,8 @@ const WAIT: Duration = Duration::from_secs(15);
 /// jobs run at once, overall and per value of the job variable `SIDE`.
 #[derive(Default)]
 struct ShellSim {
+    /// While set, `ready` refuses with this reason.
+    not_ready: Mutex<Option<String>>,
     running: AtomicUsize,
     max_running: AtomicUsize,
     per_side: Mutex<HashMap<String, (usize, usize)>>,
@@ -86,6 +88,11 @@ impl ShellSim {
 }
 
 impl Executor for ShellSim {
+    fn ready(&self, _runner: &RunnerContext) -> BoxFuture<'_, Result<(), String>> {
+        let reason = self.not_ready.lock().expect("lock").clone();
+        Box::pin(async move { reason.map_or(Ok(()), Err) })
+    }
+
     fn run(
         &self,
         _runner: &RunnerContext,
@@ -567,6 +574,37 @@ async fn masked_value_printed_in_two_pieces_never_reaches_the_coordinator() {
             "the secret is in a patch"
         );
     }
+    shutdown.cancel();
+    daemon.wait().await;
+}
+
+#[tokio::test]
+async fn no_job_is_requested_while_the_executor_is_not_ready_and_the_metric_says_so() {
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(&MockJob::new("waits"));
+    let sim = Arc::new(ShellSim::default());
+    *sim.not_ready.lock().expect("lock") = Some(
+        "the kubernetes api server at https://k8s.example:6443 could not be reached".to_owned(),
+    );
+    let mut s = settings(vec![runner("gated", &mock)]);
+    s.listen_address = Some("127.0.0.1:0".to_owned());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(s, &registry(&sim))
+        .expect("daemon")
+        .start(shutdown.clone())
+        .await
+        .expect("start");
+    let addr = daemon.metrics_addr().expect("listener bound");
+    // Fifteen check intervals.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mock.job_request_calls(), 0, "no job is requested while the executor cannot run it");
+    assert_eq!(job.state(), JobState::Pending);
+    let body = http_get(addr, "/metrics").await.1;
+    assert!(body.contains("podrunner_executor_ready{runner=\"gated\"} 0"), "{body}");
+    *sim.not_ready.lock().expect("lock") = None;
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
+    let body = http_get(addr, "/metrics").await.1;
+    assert!(body.contains("podrunner_executor_ready{runner=\"gated\"} 1"), "{body}");
     shutdown.cancel();
     daemon.wait().await;
 }

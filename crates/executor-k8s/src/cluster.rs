@@ -2,6 +2,7 @@
 //! and one shared pod watch per namespace (never a poll, never a watch per job).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt as _;
@@ -102,13 +103,18 @@ async fn client_config(k: &KubernetesConfig) -> Result<kube::Config, ClusterErro
 pub struct RunnerCluster {
     client: kube::Client,
     url: String,
-    minor: u32,
+    minor: AtomicU32,
+    /// Cleared when a request failed to reach the server; [`RunnerCluster::probe`] sets it again.
+    reachable: AtomicBool,
     watches: Mutex<HashMap<(String, String), Arc<PodWatch>>>,
 }
 
 impl std::fmt::Debug for RunnerCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunnerCluster").field("url", &self.url).field("minor", &self.minor).finish()
+        f.debug_struct("RunnerCluster")
+            .field("url", &self.url)
+            .field("minor", &self.minor())
+            .finish()
     }
 }
 
@@ -123,13 +129,44 @@ impl RunnerCluster {
         let url = config.cluster_url.to_string();
         let client = kube::Client::try_from(config)
             .map_err(|e| config_error("the client settings")(Box::new(e)))?;
-        let info = client
+        let cluster = Self {
+            client,
+            url,
+            minor: AtomicU32::new(crate::version::MAX_MINOR),
+            reachable: AtomicBool::new(false),
+            watches: Mutex::new(HashMap::new()),
+        };
+        cluster.probe().await?;
+        Ok(cluster)
+    }
+
+    /// Reads the server's version (again): marks the cluster reachable and keeps its minor
+    /// version, or says why it cannot be reached.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Unreachable`] with the server's address and the cause.
+    pub async fn probe(&self) -> Result<(), ClusterError> {
+        let info = self
+            .client
             .apiserver_version()
             .await
-            .map_err(|source| ClusterError::Unreachable { url: url.clone(), source })?;
+            .map_err(|source| ClusterError::Unreachable { url: self.url.clone(), source })?;
         let digits: String = info.minor.chars().take_while(char::is_ascii_digit).collect();
-        let minor = digits.parse().unwrap_or(crate::version::MAX_MINOR);
-        Ok(Self { client, url, minor, watches: Mutex::new(HashMap::new()) })
+        self.minor.store(digits.parse().unwrap_or(crate::version::MAX_MINOR), Ordering::Relaxed);
+        self.reachable.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the last request reached the server.
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a request did not reach the server: the runner stops requesting jobs until a
+    /// probe succeeds.
+    pub fn mark_unreachable(&self) {
+        self.reachable.store(false, Ordering::Relaxed);
     }
 
     /// The client.
@@ -144,7 +181,7 @@ impl RunnerCluster {
 
     /// The server's minor version.
     pub fn minor(&self) -> u32 {
-        self.minor
+        self.minor.load(Ordering::Relaxed)
     }
 
     /// The shared watch of this runner's pods (label `selector`) in `namespace`, started on

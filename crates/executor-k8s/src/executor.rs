@@ -67,6 +67,24 @@ impl KubernetesExecutor {
 }
 
 impl Executor for KubernetesExecutor {
+    /// Connects on first use; afterwards free while the cluster answers, and one `GET /version`
+    /// per call after a request failed to reach it (the version is read again then).
+    fn ready(&self, runner: &RunnerContext) -> BoxFuture<'_, Result<(), String>> {
+        let runner = runner.clone();
+        Box::pin(async move {
+            let Some(KubernetesRunner { config, .. }) = runner.settings.get::<KubernetesRunner>()
+            else {
+                return Ok(());
+            };
+            let Some(k) = config.kubernetes.as_ref() else { return Ok(()) };
+            let cluster = self.cluster(&runner, k).await.map_err(|e| error_chain(&e))?;
+            if cluster.is_reachable() {
+                return Ok(());
+            }
+            cluster.probe().await.map_err(|e| error_chain(&e))
+        })
+    }
+
     fn run(
         &self,
         runner: &RunnerContext,
@@ -306,6 +324,7 @@ impl JobRun<'_> {
                 return Err(fail(&self.log, reason, message));
             }
             Err(e) => {
+                self.cluster.mark_unreachable();
                 return Err(fail(
                     &self.log,
                     FailureReason::RunnerSystemFailure,
