@@ -598,3 +598,30 @@ async fn sigterm_lets_the_running_job_finish_then_the_runner_exits_0() {
     e2e.assert_no_pod_left().await;
     e2e.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_servers_warnings_about_the_pod_are_in_the_job_log() {
+    // A 1.32 server drops `lifecycle.stopSignal` (1.33) with a Warning header.
+    let Some(e2e) = E2e::start(
+        32,
+        "[runners.feature_flags]\nFF_USE_ADVANCED_POD_SPEC_CONFIGURATION = true\n\
+         [[runners.kubernetes.pod_spec]]\nname = \"stop-signal\"\npatch_type = \"strategic\"\n\
+         patch = '''\ncontainers:\n  - name: build\n    lifecycle:\n      stopSignal: SIGUSR1\n'''\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let (job, trace) = e2e.run(no_git().script(&["echo ran"])).await;
+    assert_eq!(job.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert!(
+        trace.contains(":api_warnings\r\x1b[0K\x1b[36;1mWarnings from the Kubernetes API server"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains(r#"WARNING: unknown field "spec.containers[0].lifecycle.stopSignal""#),
+        "{trace}"
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}

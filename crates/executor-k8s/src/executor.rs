@@ -144,6 +144,45 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Creates `pod` and returns the texts of the API server's `Warning` headers (fields it dropped,
+/// Pod Security `warn` violations), which `Api::create` does not surface.
+async fn create_pod(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &Pod,
+) -> Result<Vec<String>, kube::Error> {
+    use http_body_util::BodyExt as _;
+    let body = serde_json::to_vec(pod).map_err(kube::Error::SerdeError)?;
+    let request = kube::core::Request::new(format!("/api/v1/namespaces/{namespace}/pods"))
+        .create(&PostParams::default(), body)
+        .map_err(kube::Error::BuildRequest)?;
+    let response = client.send(request.map(kube::client::Body::from)).await?;
+    let warnings = response
+        .headers()
+        .get_all(http::header::WARNING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(warning_text)
+        .collect();
+    let code = response.status();
+    if code.is_success() {
+        return Ok(warnings);
+    }
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let status = serde_json::from_slice::<kube::core::Status>(&bytes).unwrap_or_else(|_| {
+        kube::core::Status::failure(String::from_utf8_lossy(&bytes).trim(), "")
+            .with_code(code.as_u16())
+    });
+    Err(kube::Error::Api(status.boxed()))
+}
+
+/// The text of a `Warning` header value (`299 - "text"`, RFC 7234), unquoted.
+fn warning_text(value: &str) -> String {
+    let quoted = value.split_once('"').map_or(value, |(_, rest)| rest);
+    let text = quoted.strip_suffix('"').unwrap_or(quoted);
+    text.replace("\\\"", "\"").replace("\\\\", "\\")
+}
+
 /// The pod-name suffix of a job: its id in base 36, so a replayed create names the same pod.
 pub fn pod_name_suffix(job_id: u64) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
@@ -292,9 +331,20 @@ impl JobRun<'_> {
         let subscription = self.cluster.pod_watch(&namespace, &selector).subscribe(&name);
         let api: Api<Pod> = Api::namespaced(self.cluster.client().clone(), &namespace);
         let mut adopted = false;
-        match api.create(&PostParams::default(), &built.pod).await {
-            Ok(_) => {
+        match create_pod(self.cluster.client(), &namespace, &built.pod).await {
+            Ok(warnings) => {
                 info!(job.id = self.job.id, pod = %name, namespace = %namespace, "pod created");
+                if !warnings.is_empty() {
+                    self.log.section_start(
+                        "api_warnings",
+                        "Warnings from the Kubernetes API server",
+                        false,
+                    );
+                    for warning in &warnings {
+                        self.log.writeln(&yellow(warning));
+                    }
+                    self.log.section_end("api_warnings");
+                }
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 let ours = api.get_opt(&name).await.ok().flatten().is_some_and(|p| {
@@ -759,6 +809,19 @@ enum FollowError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warning_headers_are_unquoted() {
+        assert_eq!(
+            warning_text(r#"299 - "unknown field \"spec.containers[0].lifecycle.stopSignal\"""#),
+            r#"unknown field "spec.containers[0].lifecycle.stopSignal""#
+        );
+        assert_eq!(
+            warning_text("299 - \"would violate PodSecurity\""),
+            "would violate PodSecurity"
+        );
+        assert_eq!(warning_text("plain"), "plain");
+    }
 
     #[test]
     fn pod_name_suffixes_are_deterministic_dns_label_parts() {
