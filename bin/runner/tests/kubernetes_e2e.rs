@@ -625,3 +625,42 @@ async fn the_api_servers_warnings_about_the_pod_are_in_the_job_log() {
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_credentials_become_an_image_pull_secret_that_is_deleted_with_the_pod() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let seen = e2e.first_pod_seen();
+    let job = no_git()
+        .registry_credential("registry.example.com", "deployer", "p4ssw0rd-never-printed")
+        .script(&["echo ran"]);
+    let (handle, trace) = e2e.run(job).await;
+    assert_eq!(handle.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    let (_, pod) = seen.await.expect("the pod was seen");
+    let pull_secrets: Vec<String> = pod
+        .spec
+        .and_then(|s| s.image_pull_secrets)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(pull_secrets, ["runner-mock-runn-job-1001-registry"], "{pull_secrets:?}");
+    let requests = e2e.cluster.requests();
+    let on_secrets: Vec<(String, u16)> = requests
+        .iter()
+        .filter(|r| r.resource == "secrets")
+        .map(|r| (r.verb.clone(), r.code))
+        .collect();
+    assert_eq!(
+        on_secrets,
+        [("create".to_owned(), 201), ("delete".to_owned(), 200)],
+        "{requests:#?}"
+    );
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::all(e2e.client.clone());
+    assert!(
+        secrets.list(&ListParams::default()).await.expect("list").items.is_empty(),
+        "no secret left"
+    );
+    assert!(!trace.contains("p4ssw0rd-never-printed"));
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}

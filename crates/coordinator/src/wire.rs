@@ -176,8 +176,8 @@ impl Job {
         self.variables.iter().rev().find(|v| v.key == key)
     }
 
-    /// Values that must never reach the job log: masked variables, the job token and the
-    /// tokens of dependencies. Empty values are left out.
+    /// Values that must never reach the job log: masked variables, the job token, the tokens
+    /// of dependencies and the passwords of registry credentials. Empty values are left out.
     pub fn secrets_to_mask(&self) -> Vec<SecretString> {
         let mut out = Vec::new();
         let token = self.token.expose_secret();
@@ -194,6 +194,12 @@ impl Job {
             let token = d.token.expose_secret();
             if !token.is_empty() {
                 out.push(SecretString::from(token.to_owned()));
+            }
+        }
+        for c in &self.credentials {
+            let password = c.password.expose_secret();
+            if !password.is_empty() {
+                out.push(SecretString::from(password.to_owned()));
             }
         }
         out

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, AttachParams, DeleteParams, PostParams};
 use podrunner_config::{KubernetesConfig, RunnerConfig};
 use podrunner_coordinator::{FailureReason, Job, JobCancel, JobOutcome, LogWriter};
@@ -22,7 +22,9 @@ use crate::classify::{self, PodFailure, PodProgress};
 use crate::cluster::RunnerCluster;
 use crate::script::{self, ScriptOptions, Stage};
 use crate::stage::{self, FollowerLine, StageDirs, StageState};
-use crate::{BuildInput, ClusterFacts, JobLayout, PatchFiles, PodIdentity, build_pod, names};
+use crate::{
+    BuildInput, ClusterFacts, JobLayout, PatchFiles, PodIdentity, build_pod, credentials, names,
+};
 
 /// How long a dropped log stream is retried before the job fails.
 const RECONNECT_BUDGET: Duration = Duration::from_secs(120);
@@ -246,6 +248,8 @@ struct JobPod {
     subscription: crate::cluster::PodSubscription,
     /// Created by an earlier attempt of this job (a `409` on create).
     adopted: bool,
+    /// The registry-credentials Secret created for the job.
+    secret: Option<String>,
 }
 
 impl JobRun<'_> {
@@ -267,8 +271,11 @@ impl JobRun<'_> {
     }
 
     fn build(&self) -> Result<crate::BuiltPod, JobOutcome> {
-        let identity =
-            PodIdentity { name_suffix: pod_name_suffix(self.job.id), ..PodIdentity::default() };
+        let identity = PodIdentity {
+            name_suffix: pod_name_suffix(self.job.id),
+            credentials_secret: self.credentials_secret_name(),
+            ..PodIdentity::default()
+        };
         let patch_files = PatchFiles::default();
         let input = BuildInput {
             runner: self.config,
@@ -293,12 +300,6 @@ impl JobRun<'_> {
         self.log.writeln(
             "Running each stage detached in the pod and following its log from a byte offset...",
         );
-        if self.job.credentials.iter().any(|c| c.kind == "registry") {
-            self.log.writeln(&yellow(
-                "the job's registry credentials are not turned into an image pull secret by this \
-                 runner yet; set image_pull_secrets in [runners.kubernetes] for private images",
-            ));
-        }
         self.log.section_end("prepare_executor");
         self.log.section_start("security_context", "Effective security of every container", false);
         self.log.writeln(&format!(
@@ -325,11 +326,16 @@ impl JobRun<'_> {
         };
         let namespace = built.pod.metadata.namespace.clone().unwrap_or_default();
         let name = built.pod.metadata.name.clone().unwrap_or_default();
-        let short = self.config.raw.token.as_deref().map(names::short_token).unwrap_or_default();
-        let selector =
-            format!("manager.runner.gitlab.com/id-short={}", names::sanitize_label(&short));
+        let selector = format!(
+            "manager.runner.gitlab.com/id-short={}",
+            names::sanitize_label(&self.short_token())
+        );
         let subscription = self.cluster.pod_watch(&namespace, &selector).subscribe(&name);
         let api: Api<Pod> = Api::namespaced(self.cluster.client().clone(), &namespace);
+        let secret = self
+            .create_credentials_secret(&built)
+            .await
+            .map_err(|message| fail(&self.log, FailureReason::RunnerSystemFailure, message))?;
         let mut adopted = false;
         match create_pod(self.cluster.client(), &namespace, &built.pod).await {
             Ok(warnings) => {
@@ -386,7 +392,16 @@ impl JobRun<'_> {
             scripts: built.layout.scripts_dir.clone(),
             logs: built.layout.logs_dir.clone(),
         };
-        Ok(JobPod { api, name, namespace, layout: built.layout, dirs, subscription, adopted })
+        Ok(JobPod {
+            api,
+            name,
+            namespace,
+            layout: built.layout,
+            dirs,
+            subscription,
+            adopted,
+            secret,
+        })
     }
 
     /// Waits for the pod, runs the stages, and says how the job ended.
@@ -757,8 +772,68 @@ impl JobRun<'_> {
         FollowError::Transient(format!("exec in container {container:?}: {}", error_chain(e)))
     }
 
-    /// Deletes the pod (always), within `cleanup_resources_timeout`.
+    fn short_token(&self) -> String {
+        self.config.raw.token.as_deref().map(names::short_token).unwrap_or_default()
+    }
+
+    /// The name of the job's registry-credentials Secret, when it has registry credentials.
+    fn credentials_secret_name(&self) -> Option<String> {
+        self.job
+            .credentials
+            .iter()
+            .any(|c| c.kind == "registry" && !c.url.is_empty())
+            .then(|| credentials::secret_name(&self.short_token(), self.job.id))
+    }
+
+    /// Creates the Secret of the job's registry credentials, when it has some, labelled as the
+    /// pod; one of the same name (an earlier attempt of this job) is kept.
+    async fn create_credentials_secret(
+        &self,
+        built: &crate::BuiltPod,
+    ) -> Result<Option<String>, String> {
+        let Some(name) = self.credentials_secret_name() else { return Ok(None) };
+        let meta = &built.pod.metadata;
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let labels = meta.labels.clone().unwrap_or_default();
+        let Some(secret) = credentials::registry_secret(&self.job, &name, &namespace, &labels)
+        else {
+            return Ok(None);
+        };
+        let api: Api<Secret> = Api::namespaced(self.cluster.client().clone(), &namespace);
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => {
+                debug!(secret = %name, "registry credentials secret created");
+                Ok(Some(name))
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Some(name)),
+            Err(e) => Err(format!(
+                "failed to create the registry credentials secret {namespace}/{name}: {}",
+                error_chain(&e)
+            )),
+        }
+    }
+
+    /// Deletes the pod and the job's Secret (always), within `cleanup_resources_timeout`.
     async fn cleanup(&self, pod: &JobPod) {
+        if let Some(secret) = &pod.secret {
+            let api: Api<Secret> = Api::namespaced(self.cluster.client().clone(), &pod.namespace);
+            let params = DeleteParams::default();
+            let delete = api.delete(secret, &params);
+            match tokio::time::timeout(self.k.cleanup_resources_timeout, delete).await {
+                Ok(Ok(_)) => debug!(secret = %secret, "registry credentials secret deleted"),
+                Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
+                Ok(Err(e)) => {
+                    warn!(secret = %secret, error = %error_chain(&e), "failed to delete the secret");
+                    self.log.writeln(&red(&format!(
+                        "Error cleaning up secret {secret}: {}",
+                        error_chain(&e)
+                    )));
+                }
+                Err(_) => self.log.writeln(&red(&format!(
+                    "Error cleaning up secret {secret}: no answer within cleanup_resources_timeout"
+                ))),
+            }
+        }
         let grace = self.k.raw.cleanup_grace_period_seconds.and_then(|g| u32::try_from(g).ok());
         let params = DeleteParams { grace_period_seconds: grace, ..DeleteParams::background() };
         let delete = pod.api.delete(&pod.name, &params);

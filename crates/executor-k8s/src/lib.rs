@@ -15,6 +15,7 @@
 
 pub mod classify;
 pub mod cluster;
+pub mod credentials;
 mod error;
 pub mod executor;
 pub mod names;

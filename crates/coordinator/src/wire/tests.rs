@@ -95,11 +95,11 @@ fn debug_output_of_a_job_never_shows_secrets() {
 }
 
 #[test]
-fn secrets_to_mask_cover_token_masked_values_and_dependency_tokens() {
+fn secrets_to_mask_cover_token_masked_values_dependency_tokens_and_registry_passwords() {
     let job = decode(FULL_JOB).expect("fixture decodes");
     let secrets: Vec<String> =
         job.secrets_to_mask().iter().map(|s| s.expose_secret().to_owned()).collect();
-    assert_eq!(secrets, ["glcbt-64_secretjobtoken", "hunter2hunter2", "deptoken"]);
+    assert_eq!(secrets, ["glcbt-64_secretjobtoken", "hunter2hunter2", "deptoken", "regpassword"]);
 }
 
 #[test]
