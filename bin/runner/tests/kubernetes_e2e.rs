@@ -664,3 +664,31 @@ async fn registry_credentials_become_an_image_pull_secret_that_is_deleted_with_t
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_script_is_stopped_at_its_own_timeout_and_the_job_still_succeeds() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let job = no_git()
+        .variable("RUNNER_AFTER_SCRIPT_TIMEOUT", "2s")
+        .script(&["echo main"])
+        .after_script(&["echo after-started", "sleep 60", "echo after-never"]);
+    let started = Instant::now();
+    let (handle, trace) = e2e.run(job).await;
+    let took = started.elapsed();
+    assert_eq!(handle.state(), JobState::Success, "{trace}");
+    assert!(trace.contains("after-started\n"), "{trace}");
+    assert!(!trace.contains("after-never"), "{trace}");
+    assert!(
+        trace.contains(
+            "WARNING: after_script could not run to completion because the timeout was exceeded"
+        ),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("WARNING: after_script failed, but job will continue unaffected"),
+        "{trace}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}

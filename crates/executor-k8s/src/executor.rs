@@ -552,7 +552,9 @@ impl JobRun<'_> {
             offset: 0,
             exit_code: None,
         };
-        let result = self.follow_stage(pod, &mut state, text.as_bytes()).await;
+        let deadline = (stage == Stage::AfterScript)
+            .then(|| Instant::now() + after_script_timeout(&pod.layout, &self.log));
+        let result = self.follow_stage(pod, &mut state, text.as_bytes(), deadline).await;
         self.log.section_end(stage.name());
         result.map(Some)
     }
@@ -564,10 +566,11 @@ impl JobRun<'_> {
         pod: &JobPod,
         state: &mut StageState,
         script: &[u8],
+        deadline: Option<Instant>,
     ) -> Result<i32, StageStop> {
         let mut retry_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(500);
-        let mut canceling = Canceling::default();
+        let mut canceling = Canceling { deadline, ..Canceling::default() };
         loop {
             let script_now = if state.launched { &[][..] } else { script };
             match self.follow_once(pod, state, script_now, &mut canceling).await {
@@ -696,6 +699,14 @@ impl JobRun<'_> {
                 },
                 () = self.cancel.requested().cancelled(), if canceling.term_sent.is_none() && state.launched => {
                     canceling.term_sent = Some(Instant::now());
+                    self.signal(pod, state.stage, "TERM").await;
+                }
+                () = sleep_until_opt(canceling.deadline), if canceling.term_sent.is_none() && state.launched => {
+                    canceling.term_sent = Some(Instant::now());
+                    self.log.writeln(&yellow(&format!(
+                        "{} could not run to completion because the timeout was exceeded. For more control over job and script timeouts see: https://docs.gitlab.com/ci/runners/configure_runners/#set-script-and-after_script-timeouts",
+                        state.stage.name()
+                    )));
                     self.signal(pod, state.stage, "TERM").await;
                 }
                 () = sleep_until_opt(canceling.term_sent.map(|t| t + CANCEL_GRACE)), if !canceling.kill_sent => {
@@ -861,11 +872,39 @@ const CANCEL_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for a status after SIGKILL (which also kills the wrapper that writes it).
 const KILL_WAIT: Duration = Duration::from_secs(3);
 
-/// Where a graceful cancel of the running stage stands.
+/// Where stopping the running stage stands (a graceful cancel, or its own timeout).
 #[derive(Debug, Default)]
 struct Canceling {
     term_sent: Option<Instant>,
     kill_sent: bool,
+    /// When the stage must end (`after_script`'s timeout).
+    deadline: Option<Instant>,
+}
+
+/// upstream's `after_script` budget when `RUNNER_AFTER_SCRIPT_TIMEOUT` is not set.
+const AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// `RUNNER_AFTER_SCRIPT_TIMEOUT` (a Go duration), else 5 minutes; a malformed or non-positive
+/// value is ignored with upstream's warning.
+fn after_script_timeout(layout: &JobLayout, log: &LogWriter) -> Duration {
+    const NAME: &str = "RUNNER_AFTER_SCRIPT_TIMEOUT";
+    let Some(value) = layout.variables.iter().rev().find(|v| v.key == NAME).map(|v| v.value.trim())
+    else {
+        return AFTER_SCRIPT_TIMEOUT;
+    };
+    if value.is_empty() {
+        return AFTER_SCRIPT_TIMEOUT;
+    }
+    match podrunner_config::values::GoDuration::parse(value) {
+        Ok(d) => d.positive().unwrap_or_else(|| {
+            log.writeln(&yellow(&format!("Ignoring relative {NAME} timeout: {value}")));
+            AFTER_SCRIPT_TIMEOUT
+        }),
+        Err(_) => {
+            log.writeln(&yellow(&format!("Ignoring malformed {NAME} timeout: {value}")));
+            AFTER_SCRIPT_TIMEOUT
+        }
+    }
 }
 
 /// Sleeps until `deadline`, forever without one.
