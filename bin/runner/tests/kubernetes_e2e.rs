@@ -17,8 +17,10 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
 mod support {
+    pub(crate) mod cut_proxy;
     pub(crate) mod git_http;
 }
+use support::cut_proxy::CutProxy;
 use support::git_http::GitServer;
 
 const JOB_WAIT: Duration = Duration::from_secs(90);
@@ -30,6 +32,8 @@ struct E2e {
     mock: MockCoordinator,
     runner: Child,
     runner_log: Arc<Mutex<String>>,
+    /// Between the runner and the API server, when the test cuts connections.
+    proxy: Option<CutProxy>,
     _dir: tempfile::TempDir,
 }
 
@@ -47,6 +51,12 @@ impl E2e {
     /// Starts everything; `kubernetes` is appended to the `[runners.kubernetes]` table (and
     /// may open sub-tables after it).
     async fn start(minor: u32, kubernetes: &str) -> Option<Self> {
+        Self::start_with(minor, kubernetes, false).await
+    }
+
+    /// As [`E2e::start`]; with `behind_proxy`, the runner reaches the API server through a
+    /// [`CutProxy`] the test controls.
+    async fn start_with(minor: u32, kubernetes: &str, behind_proxy: bool) -> Option<Self> {
         if !available() {
             return None;
         }
@@ -67,6 +77,16 @@ impl E2e {
             url = mock.url(),
             token = mock.runner_token(),
         );
+        let (proxy, kubeconfig) = if behind_proxy {
+            let upstream = cluster.url().trim_start_matches("http://").parse().expect("address");
+            let proxy = CutProxy::start(upstream).await;
+            let path = dir.path().join("kubeconfig-via-proxy");
+            cluster::write_kubeconfig(&path, &format!("http://{}", proxy.addr))
+                .expect("kubeconfig");
+            (Some(proxy), path)
+        } else {
+            (None, cluster.kubeconfig_path().to_path_buf())
+        };
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut runner = Command::new(env!("CARGO_BIN_EXE_runner"))
@@ -74,7 +94,7 @@ impl E2e {
             .arg("--config")
             .arg(&config_path)
             .args(["--log-level", "debug"])
-            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .env("KUBECONFIG", &kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("CONFIG_FILE")
             .stdout(Stdio::null())
@@ -93,7 +113,7 @@ impl E2e {
                 s.push('\n');
             }
         });
-        Some(Self { cluster, client, mock, runner, runner_log, _dir: dir })
+        Some(Self { cluster, client, mock, runner, runner_log, proxy, _dir: dir })
     }
 
     fn runner_log(&self) -> String {
@@ -689,6 +709,44 @@ async fn after_script_is_stopped_at_its_own_timeout_and_the_job_still_succeeds()
         "{trace}"
     );
     assert!(took < Duration::from_secs(30), "took {took:?}");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured recovery belongs in the test output
+async fn a_cut_api_connection_mid_stage_loses_no_byte_and_runs_the_stage_once() {
+    let Some(e2e) = E2e::start_with(33, "", true).await else { return };
+    let job = no_git().script(&[
+        "echo start >> \"$CI_BUILDS_DIR/starts\"; echo \"starts: $(wc -l < \"$CI_BUILDS_DIR/starts\")\"",
+        "i=0; while [ $i -lt 80 ]; do echo \"numbered line $i\"; i=$((i+1)); sleep 0.1; done",
+    ]);
+    let handle = e2e.mock.enqueue(&job);
+    assert!(
+        handle.wait_trace_contains(b"numbered line 5\n", JOB_WAIT).await,
+        "{}",
+        e2e.runner_log()
+    );
+    let proxy = e2e.proxy.as_ref().expect("behind the proxy");
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore().await;
+    let restored = Instant::now();
+    let state = handle.wait_finished(JOB_WAIT).await;
+    println!("the job finished {:?} after the API server came back", restored.elapsed());
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    assert_eq!(state, JobState::Success, "{trace}\n{}", e2e.runner_log());
+    let expected: String = (0..80).map(|i| format!("numbered line {i}\n")).collect();
+    assert!(trace.contains(&expected), "every line once, in order, nothing lost:\n{trace}");
+    assert_eq!(trace.matches("numbered line").count(), 80 + 1, "+1 for the echoed command");
+    assert!(trace.contains("starts: 1\n"), "{trace}");
+    assert!(!trace.contains("starts: 2"), "the stage ran once: {trace}");
+    assert!(
+        e2e.runner_log().contains("stage stream interrupted, resuming"),
+        "{}",
+        e2e.runner_log()
+    );
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }

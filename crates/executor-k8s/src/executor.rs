@@ -671,11 +671,20 @@ impl JobRun<'_> {
         let mut lines_open = true;
         let mut others = Vec::new();
         let mut buf = vec![0_u8; 64 * 1024];
+        let mut heard = Instant::now();
         while stdout_open || lines_open {
             tokio::select! {
+                () = tokio::time::sleep_until(heard + stage::STREAM_SILENCE_LIMIT) => {
+                    stderr_task.abort();
+                    return Err(FollowError::Transient(format!(
+                        "no output and no keepalive from the follower for {}s",
+                        stage::STREAM_SILENCE_LIMIT.as_secs()
+                    )));
+                }
                 read = stdout.read(&mut buf), if stdout_open => match read {
                     Ok(0) | Err(_) => stdout_open = false,
                     Ok(n) => {
+                        heard = Instant::now();
                         if state.offset == 0 {
                             debug!(job.id = state.job_id, stage = state.stage.name(), "stage output started");
                         }
@@ -685,11 +694,13 @@ impl JobRun<'_> {
                 },
                 line = lines.recv(), if lines_open => match line {
                     None => lines_open = false,
+                    Some(FollowerLine::Alive) => heard = Instant::now(),
                     Some(FollowerLine::Written) if !state.launched => {
                         self.launch(pod, state.stage).await?;
                         state.launched = true;
+                        heard = Instant::now();
                     }
-                    Some(FollowerLine::Written) => {}
+                    Some(FollowerLine::Written) => heard = Instant::now(),
                     Some(FollowerLine::Exit(code)) => exit = Some(code),
                     Some(FollowerLine::Error(message)) => {
                         stderr_task.abort();

@@ -14,7 +14,8 @@
 //!    script detached in its own session with its output going straight to the log file, and
 //!    its exit status written to `<stage>.exit` by rename once it ends.
 //!
-//! A follow that is cut (a dropped connection) is started again from the byte offset the
+//! While the stage is quiet the follower says `alive` on stderr every few seconds, so a stream
+//! that went silent is known to be dead. A follow that is cut (a dropped connection) is started again from the byte offset the
 //! runner has received, without writing the script again (`len` = 0). Cancel sends SIGTERM to
 //! the stage's process group (its pid is in `<logs>/<stage>.pid`): the small wrapper that
 //! writes the exit status catches it (`trap : TERM`, which the script does not inherit: a
@@ -38,13 +39,13 @@ write-follow)
       { echo "error=failed to write the script $S/$s" >&2; exit 2; }
   fi
   echo written >&2
-  log="$L/$s.log" ex="$L/$s.exit"
+  log="$L/$s.log" ex="$L/$s.exit" quiet=0
   while :; do
     if [ -f "$log" ]; then
       size=$(size_of "$log")
       if [ "$size" -gt "$off" ]; then
         tail -c +"$((off + 1))" "$log" | head -c "$((size - off))"
-        off=$size
+        off=$size quiet=0
         continue
       fi
       if [ -f "$ex" ]; then
@@ -57,6 +58,11 @@ write-follow)
       exit 3
     fi
     nap
+    quiet=$((quiet + 1))
+    if [ "$quiet" -ge 15 ]; then
+      echo alive >&2
+      quiet=0
+    fi
   done ;;
 launch)
   S=$1 L=$2 s=$3
@@ -134,11 +140,21 @@ pub fn kill_command(dirs: &StageDirs, stage: Stage, signal: &str) -> Vec<String>
     command("kill", &[dirs.logs.clone(), stage.name().to_owned(), signal.to_owned()])
 }
 
+/// The follower says `alive` after this many quiet polls (about 3 s): a stream that brings
+/// neither output nor that for [`STREAM_SILENCE_LIMIT`] is dead, even when no FIN arrived (a
+/// load balancer's idle cut, a node that went away).
+pub const KEEPALIVE_POLLS: u32 = 15;
+
+/// How long a follower stream may stay silent before the runner treats it as cut.
+pub const STREAM_SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the follower said on stderr, line by line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FollowerLine {
     /// The script is in place: the stage may be launched.
     Written,
+    /// The follower is still there (sent while the stage is quiet).
+    Alive,
     /// The stage ended with this status.
     Exit(i32),
     /// The follower failed (the message says what).
@@ -153,6 +169,9 @@ impl FollowerLine {
         let line = line.trim_end();
         if line == "written" {
             return Self::Written;
+        }
+        if line == "alive" {
+            return Self::Alive;
         }
         if let Some(code) = line.strip_prefix("exit=") {
             return match code.trim().parse() {
@@ -194,6 +213,8 @@ mod tests {
     #[test]
     fn follower_lines_parse_out_of_band_status() {
         assert_eq!(FollowerLine::parse("written\n"), FollowerLine::Written);
+        assert_eq!(FollowerLine::parse("alive\n"), FollowerLine::Alive);
+        assert!(PROGRAM.contains(&format!("-ge {KEEPALIVE_POLLS} ]")));
         assert_eq!(FollowerLine::parse("exit=3\n"), FollowerLine::Exit(3));
         assert_eq!(
             FollowerLine::parse("error=the stage log /l/x.log was removed"),
