@@ -146,8 +146,8 @@ pub enum Section {
     StepScript,
     /// `after_script`.
     AfterScript,
-    /// Cleaning up.
-    Cleanup,
+    /// Removing file variables and the runner's files.
+    CleanupFileVariables,
 }
 
 impl Section {
@@ -159,7 +159,7 @@ impl Section {
             Self::GetSources => "get_sources",
             Self::StepScript => "step_script",
             Self::AfterScript => "after_script",
-            Self::Cleanup => "cleanup",
+            Self::CleanupFileVariables => "cleanup_file_variables",
         }
     }
 
@@ -171,7 +171,7 @@ impl Section {
             Self::GetSources => "Getting source from Git repository",
             Self::StepScript => "Executing \"step_script\" stage of the job script",
             Self::AfterScript => "Running after_script",
-            Self::Cleanup => "Cleaning up project directory and file based variables",
+            Self::CleanupFileVariables => "Cleaning up project directory and file based variables",
         }
     }
 }
@@ -427,6 +427,16 @@ impl LogWriter {
         data.extend_from_slice(line.as_bytes());
         data.push(b'\n');
         self.shared.write(&data);
+    }
+
+    /// A yellow `WARNING: ` line, as upstream's `Warningln`.
+    pub fn warning(&self, text: &str) {
+        self.writeln(&format!("\x1b[0;33mWARNING: {text}\x1b[0;m"));
+    }
+
+    /// A bold red `ERROR: ` line, as upstream's `Errorln`.
+    pub fn error(&self, text: &str) {
+        self.writeln(&format!("\x1b[31;1mERROR: {text}\x1b[0;m"));
     }
 
     /// Opens a collapsible section.

@@ -74,7 +74,7 @@ pub(crate) async fn run_job(
             }
             () = shared.interrupt.cancelled(), if !interrupted => {
                 interrupted = true;
-                writer.writeln("\x1b[31;1mERROR: the runner is shutting down, canceling the job\x1b[0;m");
+                writer.error("the runner is shutting down, canceling the job");
                 cancel.abort();
             }
         }

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, AttachParams, DeleteParams, PostParams};
 use podrunner_config::{KubernetesConfig, RunnerConfig};
-use podrunner_coordinator::{FailureReason, Job, JobCancel, JobOutcome, LogWriter};
+use podrunner_coordinator::{FailureReason, Job, JobCancel, JobOutcome, LogWriter, Section};
 use podrunner_daemon::{Executor, RunnerContext};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Mutex;
@@ -112,17 +112,13 @@ impl Executor for KubernetesExecutor {
                         format!("runner {:?} has no [runners.kubernetes] table", runner.name),
                     );
                 };
-                log.section_start(
-                    "prepare_executor",
-                    "Preparing the \"kubernetes\" executor",
-                    false,
-                );
+                log.begin(Section::PrepareExecutor);
                 let cluster = match self.cluster(&runner, k).await {
                     Ok(c) => c,
                     Err(e) => {
                         let message = error_chain(&e);
                         warn!(error = %message, "cluster unreachable");
-                        log.section_end("prepare_executor");
+                        log.end(Section::PrepareExecutor);
                         return JobOutcome::system(FailureReason::RunnerSystemFailure, message);
                     }
                 };
@@ -201,14 +197,6 @@ pub fn pod_name_suffix(job_id: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn yellow(text: &str) -> String {
-    format!("\x1b[0;33mWARNING: {text}\x1b[0;m")
-}
-
-fn red(text: &str) -> String {
-    format!("\x1b[31;1mERROR: {text}\x1b[0;m")
-}
-
 fn runner_host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -257,7 +245,7 @@ impl JobRun<'_> {
         let built = match self.build() {
             Ok(b) => b,
             Err(outcome) => {
-                self.log.section_end("prepare_executor");
+                self.log.end(Section::PrepareExecutor);
                 return outcome;
             }
         };
@@ -288,7 +276,7 @@ impl JobRun<'_> {
             patch_files: &patch_files,
         };
         let built = build_pod(&input).map_err(|e| {
-            self.log.writeln(&red(&error_chain(&e)));
+            self.log.error(&error_chain(&e));
             JobOutcome::system(FailureReason::RunnerConfigurationError, e.to_string())
         })?;
         let namespace = built.pod.metadata.namespace.clone().unwrap_or_default();
@@ -300,7 +288,7 @@ impl JobRun<'_> {
         self.log.writeln(
             "Running each stage detached in the pod and following its log from a byte offset...",
         );
-        self.log.section_end("prepare_executor");
+        self.log.end(Section::PrepareExecutor);
         self.log.section_start("security_context", "Effective security of every container", false);
         self.log.writeln(&format!(
             "Kubernetes 1.{} ({}); \"(pod)\" marks a value inherited from the pod, \"-\" leaves it to the node's runtime",
@@ -311,17 +299,17 @@ impl JobRun<'_> {
             self.log.writeln(line);
         }
         for message in self.config_warnings.iter().chain(&built.job_log) {
-            self.log.writeln(&yellow(message));
+            self.log.warning(message);
         }
         self.log.section_end("security_context");
         Ok(built)
     }
 
     async fn create(&self, built: crate::BuiltPod) -> Result<JobPod, JobOutcome> {
-        self.log.section_start("prepare_script", "Preparing environment", false);
+        self.log.begin(Section::PrepareScript);
         let fail = |log: &LogWriter, reason, message: String| {
-            log.writeln(&red(&message));
-            log.section_end("prepare_script");
+            log.error(&message);
+            log.end(Section::PrepareScript);
             JobOutcome::system(reason, message)
         };
         let namespace = built.pod.metadata.namespace.clone().unwrap_or_default();
@@ -347,7 +335,7 @@ impl JobRun<'_> {
                         false,
                     );
                     for warning in &warnings {
-                        self.log.writeln(&yellow(warning));
+                        self.log.warning(warning);
                     }
                     self.log.section_end("api_warnings");
                 }
@@ -410,13 +398,13 @@ impl JobRun<'_> {
             Ok(node) => {
                 self.log.writeln(&format!("Running on {} via {}...", pod.name, runner_host_name()));
                 info!(job.id = self.job.id, pod = %pod.name, node = %node, "pod running");
-                self.log.section_end("prepare_script");
+                self.log.end(Section::PrepareScript);
             }
             Err(stop) => {
                 if let StageStop::Failed(f) = &stop {
                     warn!(job.id = self.job.id, pod = %pod.name, failure.reason = %f.reason, error = %f.message, "the pod cannot run the job");
                 }
-                self.log.section_end("prepare_script");
+                self.log.end(Section::PrepareScript);
                 return self.stopped(stop);
             }
         }
@@ -446,13 +434,13 @@ impl JobRun<'_> {
                 _ => "failed",
             };
             if self.cancel.is_requested() {
-                self.log.writeln(&yellow("script canceled externally (UI, API)"));
+                self.log.warning("script canceled externally (UI, API)");
             }
             let after = ScriptOptions { job_status: status.to_owned(), ..options.clone() };
             match self.stage(pod, Stage::AfterScript, &after).await {
-                Ok(Some(code)) if code != 0 => self.log.writeln(&yellow(&format!(
+                Ok(Some(code)) if code != 0 => self.log.warning(&format!(
                     "after_script failed, but job will continue unaffected: exit code {code}"
-                ))),
+                )),
                 Ok(_) => {}
                 Err(stop) => return self.stopped(stop),
             }
@@ -472,7 +460,7 @@ impl JobRun<'_> {
         match stop {
             StageStop::Aborted => JobOutcome::Canceled,
             StageStop::Failed(f) => {
-                self.log.writeln(&red(&f.message));
+                self.log.error(&f.message);
                 JobOutcome::system(f.reason, f.message)
             }
         }
@@ -542,7 +530,7 @@ impl JobRun<'_> {
         if self.cancel.is_aborted() {
             return Err(StageStop::Aborted);
         }
-        self.log.section_start(stage.name(), stage.header(), false);
+        self.log.begin(stage.section());
         let mut state = StageState {
             job_id: self.job.id,
             namespace: pod.namespace.clone(),
@@ -555,7 +543,7 @@ impl JobRun<'_> {
         let deadline = (stage == Stage::AfterScript)
             .then(|| Instant::now() + after_script_timeout(&pod.layout, &self.log));
         let result = self.follow_stage(pod, &mut state, text.as_bytes(), deadline).await;
-        self.log.section_end(stage.name());
+        self.log.end(stage.section());
         result.map(Some)
     }
 
@@ -714,19 +702,19 @@ impl JobRun<'_> {
                 }
                 () = sleep_until_opt(canceling.deadline), if canceling.term_sent.is_none() && state.launched => {
                     canceling.term_sent = Some(Instant::now());
-                    self.log.writeln(&yellow(&format!(
+                    self.log.warning(&format!(
                         "{} could not run to completion because the timeout was exceeded. For more control over job and script timeouts see: https://docs.gitlab.com/ci/runners/configure_runners/#set-script-and-after_script-timeouts",
                         state.stage.name()
-                    )));
+                    ));
                     self.signal(pod, state.stage, "TERM").await;
                 }
                 () = sleep_until_opt(canceling.term_sent.map(|t| t + CANCEL_GRACE)), if !canceling.kill_sent => {
                     canceling.kill_sent = true;
-                    self.log.writeln(&yellow(&format!(
+                    self.log.warning(&format!(
                         "the {} stage did not end within {}s of SIGTERM: sending SIGKILL",
                         state.stage.name(),
                         CANCEL_GRACE.as_secs()
-                    )));
+                    ));
                     self.signal(pod, state.stage, "KILL").await;
                 }
                 () = sleep_until_opt(canceling.term_sent.map(|t| t + CANCEL_GRACE + KILL_WAIT)) => {
@@ -846,14 +834,12 @@ impl JobRun<'_> {
                 Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
                 Ok(Err(e)) => {
                     warn!(secret = %secret, error = %error_chain(&e), "failed to delete the secret");
-                    self.log.writeln(&red(&format!(
-                        "Error cleaning up secret {secret}: {}",
-                        error_chain(&e)
-                    )));
+                    self.log
+                        .error(&format!("Error cleaning up secret {secret}: {}", error_chain(&e)));
                 }
-                Err(_) => self.log.writeln(&red(&format!(
+                Err(_) => self.log.error(&format!(
                     "Error cleaning up secret {secret}: no answer within cleanup_resources_timeout"
-                ))),
+                )),
             }
         }
         let grace = self.k.raw.cleanup_grace_period_seconds.and_then(|g| u32::try_from(g).ok());
@@ -864,14 +850,14 @@ impl JobRun<'_> {
             Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
             Ok(Err(e)) => {
                 warn!(pod = %pod.name, error = %error_chain(&e), "failed to delete the pod");
-                self.log.writeln(&red(&format!("Error cleaning up pod: {}", error_chain(&e))));
+                self.log.error(&format!("Error cleaning up pod: {}", error_chain(&e)));
             }
             Err(_) => {
                 warn!(pod = %pod.name, "pod deletion timed out");
-                self.log.writeln(&red(&format!(
+                self.log.error(&format!(
                     "Error cleaning up pod: no answer within cleanup_resources_timeout ({}s)",
                     self.k.cleanup_resources_timeout.as_secs()
-                )));
+                ));
             }
         }
     }
@@ -908,11 +894,11 @@ fn after_script_timeout(layout: &JobLayout, log: &LogWriter) -> Duration {
     }
     match podrunner_config::values::GoDuration::parse(value) {
         Ok(d) => d.positive().unwrap_or_else(|| {
-            log.writeln(&yellow(&format!("Ignoring relative {NAME} timeout: {value}")));
+            log.warning(&format!("Ignoring relative {NAME} timeout: {value}"));
             AFTER_SCRIPT_TIMEOUT
         }),
         Err(_) => {
-            log.writeln(&yellow(&format!("Ignoring malformed {NAME} timeout: {value}")));
+            log.warning(&format!("Ignoring malformed {NAME} timeout: {value}"));
             AFTER_SCRIPT_TIMEOUT
         }
     }

@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 
+use podrunner_coordinator::Section;
 use podrunner_coordinator::wire::{Job, StepName};
 
 use crate::{JobLayout, ScriptVariable};
@@ -27,24 +28,19 @@ pub enum Stage {
 }
 
 impl Stage {
-    /// The stage's name: its section name and its file names in the pod.
-    pub fn name(self) -> &'static str {
+    /// The job-log section of the stage (its name and header).
+    pub fn section(self) -> Section {
         match self {
-            Self::GetSources => "get_sources",
-            Self::StepScript => "step_script",
-            Self::AfterScript => "after_script",
-            Self::CleanupFileVariables => "cleanup_file_variables",
+            Self::GetSources => Section::GetSources,
+            Self::StepScript => Section::StepScript,
+            Self::AfterScript => Section::AfterScript,
+            Self::CleanupFileVariables => Section::CleanupFileVariables,
         }
     }
 
-    /// The cyan header upstream prints at the start of the stage's section.
-    pub fn header(self) -> &'static str {
-        match self {
-            Self::GetSources => "Getting source from Git repository",
-            Self::StepScript => "Executing \"step_script\" stage of the job script",
-            Self::AfterScript => "Running after_script",
-            Self::CleanupFileVariables => "Cleaning up project directory and file based variables",
-        }
+    /// The stage's name: its section name and its file names in the pod.
+    pub fn name(self) -> &'static str {
+        self.section().name()
     }
 
     /// The container the stage runs in.
