@@ -44,8 +44,11 @@ enum Task {
     },
     /// Render the example configs with `runner render-pod` and schema-check them with kubernetes-validate.
     Validate,
-    /// Benchmarks: pod render time and daemon idle memory.
+    /// Benchmarks: pod render time, daemon idle memory, jobs on the local cluster.
     Bench,
+    /// Run the feature request's cases as real jobs on a local cluster and print their logs
+    /// (needs root: installs the prerequisites first).
+    Demo,
     /// Build the local test images and import them into the local cluster's containerd.
     Images {
         /// Extra arguments for `local-cluster images`.
@@ -107,6 +110,7 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Codegen { check } => codegen(check),
         Task::Validate => validate(),
         Task::Bench => bench(),
+        Task::Demo => demo(),
         Task::Images { args } => local_cluster("images", &args),
         Task::LocalCluster { args } => {
             let (first, rest) = args
@@ -186,6 +190,47 @@ fn bench() -> anyhow::Result<()> {
     // Jobs through the real binary on the local cluster (needs root; says SKIPPED otherwise).
     cargo(&["bench", "--locked", "-p", "podrunner", "--bench", "e2e"])?;
     Ok(())
+}
+
+/// Installs the prerequisites, builds the runner, and runs the demo binary of the local cluster
+/// on `examples/demo.toml`. Without root it says what to run instead.
+fn demo() -> anyhow::Result<()> {
+    let is_root = std::fs::read_to_string("/proc/self/status").ok().is_some_and(|s| {
+        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    if !is_root {
+        bail!(
+            "the demo runs containers on a local containerd and needs root: run `sudo cargo xtask \
+             demo`; without root, `cargo run -q -p podrunner -- render-pod --config \
+             examples/config.toml` shows the pod the runner builds"
+        );
+    }
+    eprintln!(
+        "xtask demo: installing the prerequisites (containerd, runc, busybox, git) if missing"
+    );
+    sh("bash", &["scripts/install-prereqs.sh"], &[])?;
+    eprintln!("xtask demo: building the runner and the demo");
+    cargo(&[
+        "build",
+        "--locked",
+        "-q",
+        "-p",
+        "podrunner",
+        "-p",
+        "podrunner-local-cluster",
+        "--bin",
+        "runner",
+        "--bin",
+        "demo",
+    ])?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let runner = target.join("debug/runner");
+    sh(
+        &target.join("debug/demo").to_string_lossy(),
+        &["--runner", &runner.to_string_lossy(), "--config", "examples/demo.toml"],
+        &[],
+    )
 }
 
 /// `cargo run` of the `local-cluster` binary (in `integration/local-cluster`). Its exit code is

@@ -750,3 +750,31 @@ async fn a_cut_api_connection_mid_stage_loses_no_byte_and_runs_the_stage_once() 
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_runs_the_feature_requests_cases_and_prints_their_summary() {
+    if !available() {
+        return;
+    }
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo.toml");
+    let mut out = Vec::new();
+    let results = podrunner_local_cluster::demo::run(
+        std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
+        &config,
+        &mut out,
+    )
+    .await
+    .expect("the demo runs");
+    let text = String::from_utf8_lossy(&out);
+    assert!(podrunner_local_cluster::demo::problems(&results).is_empty(), "{text}");
+    for line in [
+        "buildkit-unconfined    success, Seccomp: 0,",
+        "aks-runtime-default    success, Seccomp: 2,",
+        "localhost-deny-mkdir   failed (script_failure, exit code 1), Seccomp: 2, mkdir denied,",
+        "localhost-missing      failed (runner_configuration_error),",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "{line:?} missing from:\n{text}");
+    }
+    assert_eq!(text.matches("Effective security of every container").count(), 4, "{text}");
+    assert!(text.contains("everything it started is stopped"), "{text}");
+}

@@ -341,9 +341,11 @@ impl JobRun<'_> {
                 }
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
+                // Ours when it carries exactly the labels and annotations this job's pod has
+                // (runner, project, job id, ref, sha): an earlier attempt of this very job.
                 let ours = api.get_opt(&name).await.ok().flatten().is_some_and(|p| {
-                    p.metadata.annotations.as_ref().and_then(|a| a.get("job.runner.gitlab.com/id"))
-                        == Some(&self.job.id.to_string())
+                    p.metadata.labels == built.pod.metadata.labels
+                        && p.metadata.annotations == built.pod.metadata.annotations
                 });
                 if !ours {
                     return Err(fail(

@@ -7,4 +7,5 @@
 pub mod apiserver;
 pub mod cluster;
 pub mod contract;
+pub mod demo;
 pub mod node;
