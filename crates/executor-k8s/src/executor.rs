@@ -4,7 +4,7 @@
 //! protocol of [`crate::stage`], report, and always delete the pod.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -14,9 +14,9 @@ use podrunner_config::{KubernetesConfig, RunnerConfig};
 use podrunner_coordinator::{FailureReason, Job, JobCancel, JobOutcome, LogWriter, Section};
 use podrunner_daemon::{Executor, RunnerContext};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
-use tracing::{Instrument as _, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use crate::classify::{self, PodFailure, PodProgress};
 use crate::cluster::RunnerCluster;
@@ -43,7 +43,9 @@ pub struct KubernetesRunner {
 /// cluster connection (client, version, pod watches) is kept by its settings' fingerprint.
 #[derive(Debug, Default)]
 pub struct KubernetesExecutor {
-    clusters: Mutex<HashMap<String, Arc<RunnerCluster>>>,
+    /// One cell per fingerprint, so a runner whose cluster is slow to answer never holds up
+    /// another runner's jobs.
+    clusters: Mutex<HashMap<String, Arc<OnceCell<Arc<RunnerCluster>>>>>,
 }
 
 impl KubernetesExecutor {
@@ -57,14 +59,18 @@ impl KubernetesExecutor {
         runner: &RunnerContext,
         k: &KubernetesConfig,
     ) -> Result<Arc<RunnerCluster>, crate::cluster::ClusterError> {
-        let mut clusters = self.clusters.lock().await;
-        if let Some(c) = clusters.get(runner.settings.fingerprint()) {
-            return Ok(Arc::clone(c));
-        }
-        let cluster = Arc::new(RunnerCluster::connect(k).await?);
-        info!(runner = %runner.name, cluster.url = cluster.url(), kubernetes.minor = cluster.minor(), "connected to the cluster");
-        clusters.insert(runner.settings.fingerprint().to_owned(), Arc::clone(&cluster));
-        Ok(cluster)
+        let cell = {
+            let mut clusters = self.clusters.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(clusters.entry(runner.settings.fingerprint().to_owned()).or_default())
+        };
+        let cluster = cell
+            .get_or_try_init(|| async {
+                let cluster = Arc::new(RunnerCluster::connect(k).await?);
+                info!(runner = %runner.name, cluster.url = cluster.url(), kubernetes.minor = cluster.minor(), "connected to the cluster");
+                Ok::<_, crate::cluster::ClusterError>(cluster)
+            })
+            .await?;
+        Ok(Arc::clone(cluster))
     }
 }
 
@@ -95,38 +101,35 @@ impl Executor for KubernetesExecutor {
         cancel: JobCancel,
     ) -> BoxFuture<'_, JobOutcome> {
         let runner = runner.clone();
-        let span = info_span!("job", job.id = job.id, runner = %runner.name);
-        Box::pin(
-            async move {
-                let Some(KubernetesRunner { config, config_warnings }) =
-                    runner.settings.get::<KubernetesRunner>()
-                else {
-                    return JobOutcome::system(
-                        FailureReason::RunnerConfigurationError,
-                        format!("runner {:?} has no kubernetes settings", runner.name),
-                    );
-                };
-                let Some(k) = config.kubernetes.as_ref() else {
-                    return JobOutcome::system(
-                        FailureReason::RunnerConfigurationError,
-                        format!("runner {:?} has no [runners.kubernetes] table", runner.name),
-                    );
-                };
-                log.begin(Section::PrepareExecutor);
-                let cluster = match self.cluster(&runner, k).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let message = error_chain(&e);
-                        warn!(error = %message, "cluster unreachable");
-                        log.end(Section::PrepareExecutor);
-                        return JobOutcome::system(FailureReason::RunnerSystemFailure, message);
-                    }
-                };
-                let run = JobRun { config, config_warnings, k, cluster, job, log, cancel };
-                run.run().await
-            }
-            .instrument(span),
-        )
+        // The daemon's span of the job (job.id, runner.name) covers everything logged here.
+        Box::pin(async move {
+            let Some(KubernetesRunner { config, config_warnings }) =
+                runner.settings.get::<KubernetesRunner>()
+            else {
+                return JobOutcome::system(
+                    FailureReason::RunnerConfigurationError,
+                    format!("runner {:?} has no kubernetes settings", runner.name),
+                );
+            };
+            let Some(k) = config.kubernetes.as_ref() else {
+                return JobOutcome::system(
+                    FailureReason::RunnerConfigurationError,
+                    format!("runner {:?} has no [runners.kubernetes] table", runner.name),
+                );
+            };
+            log.begin(Section::PrepareExecutor);
+            let cluster = match self.cluster(&runner, k).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let message = error_chain(&e);
+                    warn!(error = %message, "cluster unreachable");
+                    log.end(Section::PrepareExecutor);
+                    return JobOutcome::system(FailureReason::RunnerSystemFailure, message);
+                }
+            };
+            let run = JobRun { config, config_warnings, k, cluster, job, log, cancel };
+            run.run().await
+        })
     }
 }
 
@@ -447,6 +450,8 @@ impl JobRun<'_> {
                 Err(stop) => return self.stopped(stop),
             }
             outcome
+        } else if self.cancel.is_requested() {
+            JobOutcome::Canceled
         } else {
             JobOutcome::ScriptFailure { exit_code: sources.unwrap_or(1) }
         };
