@@ -778,3 +778,39 @@ async fn the_demo_runs_the_feature_requests_cases_and_prints_their_summary() {
     assert_eq!(text.matches("Effective security of every container").count(), 4, "{text}");
     assert!(text.contains("everything it started is stopped"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_quota_is_waited_out_and_said_once() {
+    use kube::api::{DeleteParams, PostParams};
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+        Api::namespaced(e2e.client.clone(), "default");
+    let quota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ci-pods"}, "spec": {"hard": {"pods": "1"}}
+    }))
+    .expect("quota");
+    quotas.create(&PostParams::default(), &quota).await.expect("create the quota");
+    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), "default");
+    let blocker = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "blocker"},
+        "spec": {"restartPolicy": "Never", "containers": [
+            {"name": "main", "image": "localhost/busybox:latest", "command": ["sleep", "4"]}
+        ]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &blocker).await.expect("create the blocker");
+    let (handle, trace) = e2e.run(no_git().script(&["echo ran"])).await;
+    assert_eq!(handle.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert_eq!(
+        trace
+            .matches("exceeded quota: ci-pods, requested: pods=1, used: pods=1, limited: pods=1")
+            .count(),
+        1,
+        "said once: {trace}"
+    );
+    assert!(trace.contains("waiting for the quota to free up"), "{trace}");
+    assert!(trace.contains("\nran\n"), "{trace}");
+    pods.delete("blocker", &DeleteParams::default()).await.expect("delete the blocker");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}

@@ -328,7 +328,7 @@ impl JobRun<'_> {
             .await
             .map_err(|message| fail(&self.log, FailureReason::RunnerSystemFailure, message))?;
         let mut adopted = false;
-        match create_pod(self.cluster.client(), &namespace, &built.pod).await {
+        match self.create_within_quota(&namespace, &built.pod).await {
             Ok(warnings) => {
                 info!(job.id = self.job.id, pod = %name, namespace = %namespace, "pod created");
                 if !warnings.is_empty() {
@@ -787,6 +787,43 @@ impl JobRun<'_> {
             return FollowError::Stop(StageStop::Failed(failure));
         }
         FollowError::Transient(format!("exec in container {container:?}: {}", error_chain(e)))
+    }
+
+    /// Creates the pod; while the namespace's ResourceQuota is exhausted (a `403 exceeded
+    /// quota`), says so once and tries again until `poll_timeout`, as a busy cluster frees up.
+    async fn create_within_quota(
+        &self,
+        namespace: &str,
+        pod: &Pod,
+    ) -> Result<Vec<String>, kube::Error> {
+        let deadline = Instant::now() + self.k.poll_timeout;
+        let mut backoff = Duration::from_secs(1);
+        let mut said = false;
+        loop {
+            match create_pod(self.cluster.client(), namespace, pod).await {
+                Err(kube::Error::Api(e))
+                    if e.code == 403
+                        && e.message.contains("exceeded quota")
+                        && Instant::now() + backoff < deadline
+                        && !self.cancel.is_aborted() =>
+                {
+                    if !said {
+                        self.log.warning(&format!(
+                            "{}; waiting for the quota to free up, until poll_timeout ({}s)",
+                            e.message,
+                            self.k.poll_timeout.as_secs()
+                        ));
+                        said = true;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.cancel.aborted().cancelled() => return Err(kube::Error::Api(e)),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn short_token(&self) -> String {

@@ -12,7 +12,9 @@ use axum::{
 };
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{ConfigMap, Event, Namespace, Pod, PodStatus, Secret, ServiceAccount},
+    api::core::v1::{
+        ConfigMap, Event, Namespace, Pod, PodStatus, ResourceQuota, Secret, ServiceAccount,
+    },
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -344,6 +346,7 @@ fn api_resources() -> Value {
             Kind::ConfigMap => resource["shortNames"] = json!(["cm"]),
             Kind::ServiceAccount => resource["shortNames"] = json!(["sa"]),
             Kind::Event => resource["shortNames"] = json!(["ev"]),
+            Kind::ResourceQuota => resource["shortNames"] = json!(["quota"]),
             Kind::Secret => {}
         }
         resources.push(resource);
@@ -510,6 +513,7 @@ fn decode_kind(
         Kind::ConfigMap => decode_as!(ConfigMap),
         Kind::ServiceAccount => decode_as!(ServiceAccount),
         Kind::Event => decode_as!(Event),
+        Kind::ResourceQuota => decode_as!(ResourceQuota),
     };
     value["apiVersion"] = json!("v1");
     value["kind"] = json!(kind.kind());
@@ -611,6 +615,45 @@ fn field_validation(query: &Query) -> ApiResult<FieldValidation> {
     FieldValidation::parse(query.get("fieldValidation"))
 }
 
+/// The ResourceQuota admission plugin, for the `pods` count (the only quota the executor's
+/// tests need): a pod over any quota's `spec.hard.pods` is refused with kube-apiserver's 403.
+/// Pods in a terminal phase do not count, as in the quota controller.
+fn check_pod_quota(state: &State, namespace: &str, name: &str) -> Result<(), ApiError> {
+    let (quotas, _) = state.store.list(Kind::ResourceQuota, Some(namespace));
+    let (pods, _) = state.store.list(Kind::Pod, Some(namespace));
+    let used = pods
+        .iter()
+        .filter(|p| {
+            !matches!(
+                p.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .count();
+    for quota in quotas {
+        let limit = quota
+            .pointer("/spec/hard/pods")
+            .and_then(|v| {
+                v.as_str().map(str::to_owned).or_else(|| v.as_u64().map(|n| n.to_string()))
+            })
+            .and_then(|v| v.parse::<usize>().ok());
+        if let Some(limit) = limit
+            && used + 1 > limit
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "pods {} is forbidden: exceeded quota: {}, requested: pods=1, used: pods={used}, limited: pods={limit}",
+                    super::status::go_quote(name),
+                    object_name(&quota)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn create(state: &State, kind: Kind, namespace: &str, query: &Query, body: &[u8]) -> ApiResult {
     require_namespace(state, kind, namespace)?;
     let raw = parse_json(body)?;
@@ -624,6 +667,7 @@ fn create(state: &State, kind: Kind, namespace: &str, query: &Query, body: &[u8]
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             errors.extend(validation::validate_pod(&pod));
             if errors.is_empty() {
+                check_pod_quota(state, namespace, &name)?;
                 pods::apply_defaults(&mut pod, &state.settings.node_name);
                 object =
                     serde_json::to_value(&pod).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -631,7 +675,7 @@ fn create(state: &State, kind: Kind, namespace: &str, query: &Query, body: &[u8]
         }
         Kind::Namespace => finish_namespace(&mut object),
         Kind::Secret => finish_secret(&mut object)?,
-        Kind::ConfigMap | Kind::ServiceAccount | Kind::Event => {}
+        Kind::ConfigMap | Kind::ServiceAccount | Kind::Event | Kind::ResourceQuota => {}
     }
     if !errors.is_empty() {
         return Err(ApiError::invalid(kind, &name, &errors));
@@ -649,7 +693,11 @@ fn create(state: &State, kind: Kind, namespace: &str, query: &Query, body: &[u8]
                 state.node.pod_created(pod, view);
             }
         }
-        Kind::Secret | Kind::ConfigMap | Kind::ServiceAccount | Kind::Event => {}
+        Kind::Secret
+        | Kind::ConfigMap
+        | Kind::ServiceAccount
+        | Kind::Event
+        | Kind::ResourceQuota => {}
     }
     Ok(json_response(StatusCode::CREATED, &stored, &warnings))
 }
@@ -712,7 +760,7 @@ fn replace(
                 finish_namespace(&mut next);
             }
             Kind::Secret => finish_secret(&mut next)?,
-            Kind::ConfigMap | Kind::ServiceAccount | Kind::Event => {}
+            Kind::ConfigMap | Kind::ServiceAccount | Kind::Event | Kind::ResourceQuota => {}
         }
         if let Some(meta) = next["metadata"].as_object_mut() {
             meta.remove("resourceVersion");
@@ -851,7 +899,13 @@ fn delete(
             for pod in pods_in_namespace {
                 let _ = pods::delete(state, name, &object_name(&pod), grace);
             }
-            for other in [Kind::Secret, Kind::ConfigMap, Kind::ServiceAccount, Kind::Event] {
+            for other in [
+                Kind::Secret,
+                Kind::ConfigMap,
+                Kind::ServiceAccount,
+                Kind::Event,
+                Kind::ResourceQuota,
+            ] {
                 let (items, _) = state.store.list(other, Some(name));
                 for item in items {
                     let _ = state.store.delete(other, name, &object_name(&item));
@@ -865,7 +919,11 @@ fn delete(
             let _ = current;
             Ok(json_response(StatusCode::OK, &last, &[]))
         }
-        Kind::Secret | Kind::ConfigMap | Kind::ServiceAccount | Kind::Event => {
+        Kind::Secret
+        | Kind::ConfigMap
+        | Kind::ServiceAccount
+        | Kind::Event
+        | Kind::ResourceQuota => {
             let removed = state
                 .store
                 .delete(kind, namespace, name)

@@ -1,5 +1,7 @@
 //! A minimal Kubernetes API server: core/v1 namespaces, pods (with `status`, `log`, `exec` and
-//! `attach`), secrets, config maps, service accounts and events, over plain HTTP on loopback.
+//! `attach`), secrets, config maps, service accounts, events and resource quotas (the `pods`
+//! count is enforced at pod creation, as the ResourceQuota admission plugin does), over plain
+//! HTTP on loopback.
 //!
 //! Objects live in an in-memory store; pods are handed to the node through
 //! [`crate::contract::NodeRuntime`], and the node reports back through the

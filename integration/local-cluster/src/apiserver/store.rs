@@ -25,17 +25,19 @@ pub(crate) enum Kind {
     ConfigMap,
     ServiceAccount,
     Event,
+    ResourceQuota,
 }
 
 impl Kind {
     /// All stored kinds, in discovery order.
-    pub(crate) const ALL: [Kind; 6] = [
+    pub(crate) const ALL: [Kind; 7] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Secret,
         Kind::ConfigMap,
         Kind::ServiceAccount,
         Kind::Event,
+        Kind::ResourceQuota,
     ];
 
     /// The resource name used in URLs (`pods`).
@@ -47,6 +49,7 @@ impl Kind {
             Kind::ConfigMap => "configmaps",
             Kind::ServiceAccount => "serviceaccounts",
             Kind::Event => "events",
+            Kind::ResourceQuota => "resourcequotas",
         }
     }
 
@@ -59,6 +62,7 @@ impl Kind {
             Kind::ConfigMap => "ConfigMap",
             Kind::ServiceAccount => "ServiceAccount",
             Kind::Event => "Event",
+            Kind::ResourceQuota => "ResourceQuota",
         }
     }
 
