@@ -162,6 +162,10 @@ pub(crate) struct RenderPodArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = PodOutputFormat::Yaml, env = "RUNNER_RENDER_OUTPUT")]
     pub(crate) output: PodOutputFormat,
+    /// Also print, on stderr before the pod, the effective security of every container with
+    /// where each value comes from: the table every job log shows.
+    #[arg(long)]
+    pub(crate) summary: bool,
 }
 
 #[cfg(test)]

@@ -267,3 +267,17 @@ fn a_missing_config_file_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("failed to read config /nonexistent/config.toml"));
 }
+
+#[test]
+fn summary_prints_the_job_logs_security_table_on_stderr_and_leaves_stdout_to_the_pod() {
+    let plain = runner(&["render-pod", "--config", "examples/config.toml"]);
+    let out = runner(&["render-pod", "--config", "examples/config.toml", "--summary"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(out.stdout, plain.stdout, "the pod is unchanged");
+    let err = stderr(&out);
+    assert!(err.starts_with("CONTAINER "), "{err}");
+    let build = err.lines().find(|l| l.starts_with("build ")).expect("a build row");
+    assert!(build.contains("Localhost (profiles/ci-build.json)"), "{build}");
+    let helper = err.lines().find(|l| l.starts_with("helper ")).expect("a helper row");
+    assert!(helper.contains("RuntimeDefault (pod)"), "inherited values say so: {helper}");
+}

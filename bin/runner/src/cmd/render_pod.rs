@@ -59,6 +59,9 @@ pub(crate) fn run(args: &RenderPodArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    if args.summary {
+        eprint!("{}", built.security);
+    }
     for line in &built.job_log {
         eprintln!("note: {line}");
     }
