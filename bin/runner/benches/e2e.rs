@@ -19,14 +19,13 @@
 #![allow(clippy::print_stdout, reason = "a bench reports on the terminal")]
 
 use std::collections::BTreeMap;
-use std::process::{ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use podrunner_coordinator_mock::{JobState, MockCoordinator, MockJob};
 use podrunner_local_cluster::apiserver::KubeVersion;
 use podrunner_local_cluster::cluster::{self, ClusterOptions, LocalCluster};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use podrunner_local_cluster::runner_process::RunnerProcess;
 
 const JOBS: usize = 20;
 const MISSING_PROFILE_JOBS: usize = 5;
@@ -48,50 +47,34 @@ fn main() -> ExitCode {
     runtime.block_on(run())
 }
 
-/// A `runner run` whose stderr (JSON lines) is collected.
-struct Runner {
-    child: tokio::process::Child,
-    log: Arc<Mutex<Vec<serde_json::Value>>>,
+/// Starts `runner run` with a JSON log at debug level (the events the bench times).
+fn start_runner(config: &std::path::Path, kubeconfig: &std::path::Path) -> RunnerProcess {
+    RunnerProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
+        config,
+        kubeconfig,
+        &["--log-format", "json", "--log-level", "debug"],
+        &[],
+    )
+    .expect("start runner run")
 }
 
-impl Runner {
-    fn start(config: &std::path::Path, kubeconfig: &std::path::Path) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runner"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(["--log-format", "json", "--log-level", "debug"])
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start runner run");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        let pipe = child.stderr.take().expect("stderr");
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                match serde_json::from_str(&line) {
-                    Ok(v) => sink.lock().expect("lock").push(v),
-                    // Config diagnostics and refusals are plain text.
-                    Err(_) => println!("runner: {line}"),
-                }
+/// Stops the runner and returns its JSON log lines; other lines (config diagnostics,
+/// refusals) are printed.
+async fn stop_runner(mut runner: RunnerProcess) -> Vec<serde_json::Value> {
+    runner.terminate();
+    let _ = runner.wait(Duration::from_secs(30)).await;
+    runner
+        .lines()
+        .iter()
+        .filter_map(|line| match serde_json::from_str(line) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                println!("runner: {line}");
+                None
             }
-        });
-        Self { child, log }
-    }
-
-    async fn stop(mut self) -> Vec<serde_json::Value> {
-        if let Some(pid) = self.child.id() {
-            let _ =
-                std::process::Command::new("kill").args(["-s", "TERM", &pid.to_string()]).status();
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-        self.log.lock().expect("lock").clone()
-    }
+        })
+        .collect()
 }
 
 fn config(mock: &MockCoordinator, extra: &str) -> String {
@@ -184,10 +167,10 @@ async fn run() -> ExitCode {
             )
         })
         .collect();
-    let runner = Runner::start(&config_path, cluster.kubeconfig_path());
+    let runner = start_runner(&config_path, cluster.kubeconfig_path());
     ok &= wait_all(&handles).await;
     let succeeded = handles.iter().filter(|h| h.state() == JobState::Success).count();
-    let log = runner.stop().await;
+    let log = stop_runner(runner).await;
     let requests = cluster.requests();
     let e = events(&log);
     println!(
@@ -257,9 +240,9 @@ async fn run() -> ExitCode {
             )
         })
         .collect();
-    let runner = Runner::start(&config_path, cluster.kubeconfig_path());
+    let runner = start_runner(&config_path, cluster.kubeconfig_path());
     ok &= wait_all(&handles).await;
-    let log = runner.stop().await;
+    let log = stop_runner(runner).await;
     let e = events(&log);
     let (_, noticed_p95) = report(
         "pod created -> missing profile noticed",

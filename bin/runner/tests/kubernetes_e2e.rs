@@ -4,7 +4,6 @@
 //! is left. Needs root and containerd (`scripts/install-prereqs.sh`); elsewhere each test says
 //! SKIPPED, and under `CI=true` a missing prerequisite fails it.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,8 +12,7 @@ use kube::api::{Api, ListParams};
 use podrunner_coordinator_mock::{JobHandle, JobState, MockCoordinator, MockJob};
 use podrunner_local_cluster::apiserver::KubeVersion;
 use podrunner_local_cluster::cluster::{self, ClusterOptions, LocalCluster};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use podrunner_local_cluster::runner_process::RunnerProcess;
 
 mod support {
     pub(crate) mod cut_proxy;
@@ -30,8 +28,7 @@ struct E2e {
     cluster: LocalCluster,
     client: kube::Client,
     mock: MockCoordinator,
-    runner: Child,
-    runner_log: Arc<Mutex<String>>,
+    runner: RunnerProcess,
     /// Between the runner and the API server, when the test cuts connections.
     proxy: Option<CutProxy>,
     _dir: tempfile::TempDir,
@@ -89,35 +86,19 @@ impl E2e {
         };
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut runner = Command::new(env!("CARGO_BIN_EXE_runner"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--log-level", "debug"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("CONFIG_FILE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start runner run");
-        let runner_log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&runner_log);
-        let pipe = runner.stderr.take().expect("stderr");
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut s = sink.lock().expect("lock");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Some(Self { cluster, client, mock, runner, runner_log, proxy, _dir: dir })
+        let runner = RunnerProcess::start(
+            std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
+            &config_path,
+            &kubeconfig,
+            &["--log-level", "debug"],
+            &[],
+        )
+        .expect("start runner run");
+        Some(Self { cluster, client, mock, runner, proxy, _dir: dir })
     }
 
     fn runner_log(&self) -> String {
-        self.runner_log.lock().expect("lock").clone()
+        self.runner.log()
     }
 
     /// Runs `job` to its end and returns its handle and the trace as text.
@@ -174,12 +155,9 @@ impl E2e {
     }
 
     async fn stop(mut self) {
-        let pid = self.runner.id().expect("running").to_string();
-        let _ = std::process::Command::new("kill").args(["-s", "TERM", &pid]).status();
-        let status = tokio::time::timeout(Duration::from_secs(30), self.runner.wait())
-            .await
-            .expect("the runner stops on SIGTERM")
-            .expect("wait");
+        self.runner.terminate();
+        let status =
+            self.runner.wait(Duration::from_secs(30)).await.expect("the runner stops on SIGTERM");
         assert_eq!(status.code(), Some(0), "runner log:\n{}", self.runner_log());
         self.cluster.shutdown().await;
     }
@@ -600,13 +578,9 @@ async fn sigterm_lets_the_running_job_finish_then_the_runner_exits_0() {
     let handle = e2e.mock.enqueue(&no_git().script(&["echo started", "sleep 3", "echo finished"]));
     assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
     let mut e2e = e2e;
-    let pid = e2e.runner.id().expect("running").to_string();
-    let _ = std::process::Command::new("kill").args(["-s", "TERM", &pid]).status();
+    e2e.runner.terminate();
     let requests_at_sigterm = e2e.mock.job_request_calls();
-    let status = tokio::time::timeout(JOB_WAIT, e2e.runner.wait())
-        .await
-        .expect("the runner exits once its job is done")
-        .expect("wait");
+    let status = e2e.runner.wait(JOB_WAIT).await.expect("the runner exits once its job is done");
     let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
     assert_eq!(handle.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
     assert!(trace.contains("finished\n"), "{trace}");

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -12,6 +11,7 @@ use podrunner_coordinator_mock::{JobHandle, JobState, MockCoordinator, MockJob};
 
 use crate::apiserver::KubeVersion;
 use crate::cluster::{ClusterOptions, LocalCluster};
+use crate::runner_process::RunnerProcess;
 
 /// One case: the runner of `examples/demo.toml` that runs it, what it shows, its script.
 struct Case {
@@ -141,16 +141,7 @@ pub async fn run(
         config.display()
     )?;
     let mut doubles = Vec::new();
-    let mut command = tokio::process::Command::new(runner);
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("KUBECONFIG", cluster.kubeconfig_path())
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut envs = Vec::new();
     let mut jobs: Vec<(&Case, JobHandle)> = Vec::new();
     for (i, case) in CASES.iter().enumerate() {
         let mock = MockCoordinator::start().await;
@@ -158,9 +149,8 @@ pub async fn run(
         // Each runner its own token, as GitLab gives them.
         let token = format!("glrt-demo{}-{}", i + 1, &case.runner[..4]);
         mock.add_runner_token(&token);
-        command
-            .env(format!("DEMO_GITLAB_URL_{}", i + 1), mock.url())
-            .env(format!("DEMO_TOKEN_{}", i + 1), &token);
+        envs.push((format!("DEMO_GITLAB_URL_{}", i + 1), mock.url()));
+        envs.push((format!("DEMO_TOKEN_{}", i + 1), token));
         let job = MockJob::new(case.runner)
             .image("localhost/busybox:latest")
             .variable("GIT_STRATEGY", "none")
@@ -174,27 +164,18 @@ pub async fn run(
         jobs.push((case, mock.enqueue(&job)));
         doubles.push(mock);
     }
-    let mut child =
-        command.spawn().with_context(|| format!("failed to start {}", runner.display()))?;
-    let stderr = child.stderr.take().context("the runner's stderr")?;
-    let runner_log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = std::sync::Arc::clone(&runner_log);
-    tokio::spawn(async move {
-        use tokio::io::AsyncBufReadExt as _;
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut log = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
+    let mut child = RunnerProcess::start(runner, config, cluster.kubeconfig_path(), &[], &envs)
+        .with_context(|| format!("failed to start {}", runner.display()))?;
     let picked = Instant::now();
     let mut results = Vec::new();
     for (case, handle) in &jobs {
         let state = handle.wait_finished(Duration::from_secs(90)).await;
         if !matches!(state, JobState::Success | JobState::Failed) {
-            let log = runner_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-            bail!("the {} job did not finish ({state:?}); the runner's log:\n{log}", case.runner);
+            bail!(
+                "the {} job did not finish ({state:?}); the runner's log:\n{}",
+                case.runner,
+                child.log()
+            );
         }
         let update = handle.final_update();
         results.push(DemoResult {
@@ -214,10 +195,8 @@ pub async fn run(
     for result in &results {
         writeln!(out, "{}", result.summary())?;
     }
-    if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill").args(["-s", "TERM", &pid.to_string()]).status();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    child.terminate();
+    let _ = child.wait(Duration::from_secs(30)).await;
     cluster.shutdown().await;
     writeln!(
         out,

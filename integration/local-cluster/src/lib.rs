@@ -9,3 +9,4 @@ pub mod cluster;
 pub mod contract;
 pub mod demo;
 pub mod node;
+pub mod runner_process;

@@ -1,0 +1,83 @@
+//! A `runner run` child process, as the end-to-end tests, the bench and the demo start it:
+//! with a config and a kubeconfig, its stderr (the daemon log) collected line by line, stopped
+//! with SIGTERM.
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// A running `runner run`; killed when dropped.
+#[derive(Debug)]
+pub struct RunnerProcess {
+    child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl RunnerProcess {
+    /// Starts `<binary> run --config <config> <args>` with `KUBECONFIG=<kubeconfig>` and `envs`,
+    /// outside any in-cluster environment.
+    ///
+    /// # Errors
+    ///
+    /// When the binary cannot be started.
+    pub fn start(
+        binary: &Path,
+        config: &Path,
+        kubeconfig: &Path,
+        args: &[&str],
+        envs: &[(String, String)],
+    ) -> std::io::Result<Self> {
+        let mut child = tokio::process::Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("CONFIG_FILE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let sink = Arc::clone(&lines);
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    sink.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+                }
+            });
+        }
+        Ok(Self { child, lines })
+    }
+
+    /// The daemon log so far, one line per entry.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The daemon log so far, as text.
+    pub fn log(&self) -> String {
+        let mut text = self.lines().join("\n");
+        text.push('\n');
+        text
+    }
+
+    /// Sends SIGTERM (a graceful shutdown: running jobs may finish).
+    pub fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ =
+                std::process::Command::new("kill").args(["-s", "TERM", &pid.to_string()]).status();
+        }
+    }
+
+    /// Waits for the process to exit, for at most `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait()).await.ok().and_then(Result::ok)
+    }
+}
