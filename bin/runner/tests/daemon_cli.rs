@@ -154,7 +154,12 @@ async fn verify_prints_each_runner_and_exits_1_when_any_token_is_invalid() {
     let mock = MockCoordinator::start().await;
     let setup = Setup::new(&two_runners(&mock));
     let out = setup.run(&["verify"]).await;
-    assert_eq!(text(&out.stdout), "good: valid\nbad: invalid\n", "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "good: valid\nbad: invalid (GitLab answered 403: the token is not valid)\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(mock.verify_calls(), 2);
 }
@@ -179,7 +184,8 @@ async fn verify_reports_an_unreachable_coordinator_as_invalid() {
     ));
     let out = setup.run(&["verify"]).await;
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("gone: invalid (verification failed:"), "{stdout}");
+    assert!(stdout.starts_with("gone: invalid (GitLab could not be reached: "), "{stdout}");
+    assert!(stdout.contains("Connection refused"), "the cause is named: {stdout}");
     assert_eq!(out.status.code(), Some(1));
 }
 

@@ -1,5 +1,6 @@
 //! `runner verify`: asks GitLab (`POST /api/v4/runners/verify`) whether each runner's token is
-//! valid, prints `NAME: valid` or `NAME: invalid`, and exits 1 if any is not valid.
+//! valid, prints `NAME: valid` or `NAME: invalid (why)`: the token refused (403), GitLab not
+//! reached (with the cause chain), or another answer; exits 1 if any is not valid.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,6 +11,25 @@ use secrecy::SecretString;
 
 use crate::cli::VerifyArgs;
 use crate::settings;
+
+/// Why a verification did not answer: GitLab unreachable (the cause chain: DNS, refused, TLS,
+/// timeout) apart from GitLab answering something else.
+fn failure(e: &podrunner_coordinator::Error) -> String {
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        source = cause.source();
+    }
+    match e.kind() {
+        "transport" | "tls" => format!("invalid (GitLab could not be reached: {chain})"),
+        _ => format!("invalid (verification failed: {chain})"),
+    }
+}
 
 pub(crate) fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let (file, config) = match settings::load_config(&args.config)? {
@@ -51,11 +71,11 @@ pub(crate) fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         match result {
             Ok(Verification::Valid { .. }) => println!("{name}: valid"),
             Ok(Verification::Invalid) => {
-                println!("{name}: invalid");
+                println!("{name}: invalid (GitLab answered 403: the token is not valid)");
                 all_valid = false;
             }
             Err(e) => {
-                println!("{name}: invalid (verification failed: {e:#})");
+                println!("{name}: {}", failure(&e));
                 all_valid = false;
             }
         }
