@@ -125,6 +125,10 @@ pub(crate) struct RunArgs {
 pub(crate) struct VerifyArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
+    /// Log level of the daemon log on stderr (`debug` shows each request); overrides
+    /// `log_level` from the config file.
+    #[arg(long, value_enum, env = "RUNNER_LOG_LEVEL")]
+    pub(crate) log_level: Option<LogLevelArg>,
 }
 
 /// Arguments of `list`.
@@ -132,6 +136,10 @@ pub(crate) struct VerifyArgs {
 pub(crate) struct ListArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
+    /// Log level of the daemon log on stderr (`debug` shows each request); overrides
+    /// `log_level` from the config file.
+    #[arg(long, value_enum, env = "RUNNER_LOG_LEVEL")]
+    pub(crate) log_level: Option<LogLevelArg>,
 }
 
 /// Output format of `render-pod`.

@@ -385,3 +385,17 @@ async fn a_kubernetes_runner_whose_cluster_is_unreachable_requests_no_job_and_sa
     daemon.signal("TERM");
     assert_eq!(daemon.exit_code().await, Some(0), "{}", daemon.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_and_list_take_a_log_level() {
+    let mock = MockCoordinator::start().await;
+    let setup = Setup::new(&two_runners(&mock));
+    let quiet = setup.run(&["verify"]).await;
+    assert!(!text(&quiet.stderr).contains("DEBUG"), "info by default: {}", text(&quiet.stderr));
+    let debug = setup.run(&["verify", "--log-level", "debug"]).await;
+    let stderr = text(&debug.stderr);
+    assert!(stderr.contains("DEBUG") && stderr.contains("coordinator response"), "{stderr}");
+    assert_eq!(text(&debug.stdout), text(&quiet.stdout), "stdout is the same");
+    let list = setup.run(&["list", "--log-level", "warn"]).await;
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list.stderr));
+}

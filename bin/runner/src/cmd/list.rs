@@ -11,6 +11,10 @@ pub(crate) fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
+    let _logging = crate::logging::Logging::init(
+        crate::logging::format(None, config.log_format),
+        &crate::logging::level(args.log_level, config.log_level.as_deref()),
+    )?;
     eprintln!("Listing configured runners from {}", file.path.display());
     for runner in &config.runners {
         let raw = &runner.raw;

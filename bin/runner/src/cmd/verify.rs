@@ -36,6 +36,10 @@ pub(crate) fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
+    let _logging = crate::logging::Logging::init(
+        crate::logging::format(None, config.log_format),
+        &crate::logging::level(args.log_level, config.log_level.as_deref()),
+    )?;
     let mut system_id = settings::SystemId::load(&file.path);
     system_id.save();
     let system_id = system_id.id;
