@@ -157,7 +157,11 @@ struct Started {
 }
 
 async fn start(settings: DaemonSettings) -> Started {
-    let sim = Arc::new(ShellSim::default());
+    start_with(Arc::new(ShellSim::default()), settings).await
+}
+
+/// A daemon started with `settings` and the given executor (set up before the start).
+async fn start_with(sim: Arc<ShellSim>, settings: DaemonSettings) -> Started {
     let shutdown = CancellationToken::new();
     let daemon = Daemon::new(settings, &registry(&sim))
         .expect("daemon")
@@ -588,12 +592,7 @@ async fn no_job_is_requested_while_the_executor_is_not_ready_and_the_metric_says
     );
     let mut s = settings(vec![runner("gated", &mock)]);
     s.listen_address = Some("127.0.0.1:0".to_owned());
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(s, &registry(&sim))
-        .expect("daemon")
-        .start(shutdown.clone())
-        .await
-        .expect("start");
+    let Started { shutdown, daemon, .. } = start_with(Arc::clone(&sim), s).await;
     let addr = daemon.metrics_addr().expect("listener bound");
     // Fifteen check intervals.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -5,10 +5,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use podrunner_coordinator::wire::Job;
+use podrunner_coordinator::wire::{Credentials, Job};
 use secrecy::ExposeSecret as _;
 
 use crate::names;
+
+/// Whether GitLab's credential is one the Secret carries: a registry with a URL.
+pub fn is_registry(c: &Credentials) -> bool {
+    c.kind == "registry" && !c.url.is_empty()
+}
 
 /// The deterministic name of a job's credentials Secret (a replayed create names the same one).
 pub fn secret_name(short_token: &str, job_id: u64) -> String {
@@ -24,7 +29,7 @@ pub fn registry_secret(
     labels: &BTreeMap<String, String>,
 ) -> Option<Secret> {
     let mut auths = serde_json::Map::new();
-    for c in job.credentials.iter().filter(|c| c.kind == "registry" && !c.url.is_empty()) {
+    for c in job.credentials.iter().filter(|c| is_registry(c)) {
         auths.insert(
             c.url.clone(),
             serde_json::json!({ "username": c.username, "password": c.password.expose_secret() }),

@@ -835,7 +835,7 @@ impl JobRun<'_> {
         self.job
             .credentials
             .iter()
-            .any(|c| c.kind == "registry" && !c.url.is_empty())
+            .any(credentials::is_registry)
             .then(|| credentials::secret_name(&self.short_token(), self.job.id))
     }
 
