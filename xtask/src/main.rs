@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Everything CI runs, in order: prerequisites, fmt, lint, codegen check, tests, doctests.
+    /// Everything CI runs, in order: prerequisites, fmt, lint, codegen --check, test (nextest,
+    /// then doctests), validate (render the examples, schema-check them).
     Ci,
     /// Install the system prerequisites (apt packages, the kubernetes-validate virtualenv).
     Prereqs,
@@ -130,18 +131,76 @@ fn test() -> anyhow::Result<()> {
     cargo(&["test", "--doc", "--workspace", "--locked"])
 }
 
-/// Generated files are rewritten by their own staleness tests under `UPDATE_GENERATED=1`.
+/// A generated file's staleness test: it compares the file with what the code generates, fails
+/// when they differ, and rewrites the file under `UPDATE_GENERATED=1`.
+struct Generator {
+    package: &'static str,
+    /// The cargo target holding the test (`--test x` or `--bin x`).
+    target: [&'static str; 2],
+    /// The test's full name, matched exactly.
+    test: &'static str,
+    file: &'static str,
+}
+
+/// Every generated file, each with the one test that checks and rewrites it.
+const GENERATORS: &[Generator] = &[
+    Generator {
+        package: "podrunner-config",
+        target: ["--test", "generated_docs"],
+        test: "config_reference_is_current",
+        file: "docs/config.md",
+    },
+    Generator {
+        package: "podrunner-config",
+        target: ["--test", "generated_docs"],
+        test: "config_json_schema_is_current",
+        file: "docs/config.schema.json",
+    },
+    Generator {
+        package: "podrunner",
+        target: ["--bin", "runner"],
+        test: "cli_docs::tests::cli_docs_are_current",
+        file: "docs/cli.md",
+    },
+];
+
+/// Rewrites every generated file (`check`: fails on any stale one instead). Each test is run by its
+/// exact name and must actually run: a filter that matches nothing is an error, not a pass.
 fn codegen(check: bool) -> anyhow::Result<()> {
     let update = if check { "0" } else { "1" };
-    let tests = [("podrunner-config", "generated_docs"), ("podrunner", "cli_docs")];
-    for (package, test) in tests {
-        sh(
-            env!("CARGO"),
-            &["test", "--locked", "-q", "-p", package, "--", test],
-            &[("UPDATE_GENERATED", update)],
-        )?;
+    for generator in GENERATORS {
+        let mut args = vec!["test", "--locked", "-q", "-p", generator.package];
+        args.extend(generator.target);
+        args.extend(["--", "--exact", generator.test]);
+        eprintln!("$ UPDATE_GENERATED={update} cargo {} ({})", args.join(" "), generator.file);
+        let output = Command::new(env!("CARGO"))
+            .args(&args)
+            .env("UPDATE_GENERATED", update)
+            .current_dir(root())
+            .output()
+            .context("failed to start cargo test")?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            eprint!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+            bail!("{} is stale: run `cargo xtask codegen` and commit the result", generator.file);
+        }
+        let ran = passed_count(&stdout);
+        if ran != Some(1) {
+            bail!(
+                "the test `{}` that generates {} did not run (passed: {ran:?}); fix GENERATORS in xtask",
+                generator.test,
+                generator.file
+            );
+        }
     }
     Ok(())
+}
+
+/// The `N` of libtest's `test result: ok. N passed; ...` line.
+fn passed_count(stdout: &str) -> Option<usize> {
+    let line = stdout.lines().find(|l| l.starts_with("test result:"))?;
+    let before = line.split(" passed").next()?;
+    before.rsplit(' ').next()?.parse().ok()
 }
 
 fn validate() -> anyhow::Result<()> {
@@ -194,6 +253,21 @@ fn bench() -> anyhow::Result<()> {
 
 /// Installs the prerequisites, builds the runner, and runs the demo binary of the local cluster
 /// on `examples/demo.toml`. Without root it says what to run instead.
+/// The demo's build, not quiet: on a fresh clone it compiles for minutes, and cargo's progress is
+/// what tells the user it is not hung.
+const DEMO_BUILD: &[&str] = &[
+    "build",
+    "--locked",
+    "-p",
+    "podrunner",
+    "-p",
+    "podrunner-local-cluster",
+    "--bin",
+    "runner",
+    "--bin",
+    "demo",
+];
+
 fn demo() -> anyhow::Result<()> {
     let is_root = std::fs::read_to_string("/proc/self/status").ok().is_some_and(|s| {
         s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
@@ -201,7 +275,7 @@ fn demo() -> anyhow::Result<()> {
     if !is_root {
         bail!(
             "the demo runs containers on a local containerd and needs root: run `sudo cargo xtask \
-             demo`; without root, `cargo run -q -p podrunner -- render-pod --config \
+             demo`; without root, `cargo run -p podrunner -- render-pod --config \
              examples/config.toml` shows the pod the runner builds"
         );
     }
@@ -209,20 +283,10 @@ fn demo() -> anyhow::Result<()> {
         "xtask demo: installing the prerequisites (containerd, runc, busybox, git) if missing"
     );
     sh("bash", &["scripts/install-prereqs.sh"], &[])?;
-    eprintln!("xtask demo: building the runner and the demo");
-    cargo(&[
-        "build",
-        "--locked",
-        "-q",
-        "-p",
-        "podrunner",
-        "-p",
-        "podrunner-local-cluster",
-        "--bin",
-        "runner",
-        "--bin",
-        "demo",
-    ])?;
+    eprintln!(
+        "xtask demo: building the runner and the demo (a few minutes on a fresh clone, seconds after)"
+    );
+    cargo(DEMO_BUILD)?;
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let runner = target.join("debug/runner");
@@ -264,18 +328,20 @@ fn local_cluster(command: &str, args: &[String]) -> anyhow::Result<()> {
 /// One step of `cargo xtask ci`.
 type Step = fn() -> anyhow::Result<()>;
 
+/// What `cargo xtask ci` runs, in order (`cargo xtask --help` names each one).
+const CI_STEPS: [(&str, Step); 6] = [
+    ("prerequisites", || sh("bash", &["scripts/install-prereqs.sh"], &[])),
+    ("fmt", || cargo(&["fmt", "--all", "--", "--check"])),
+    ("lint", lint),
+    ("codegen --check", || codegen(true)),
+    ("test", test),
+    ("validate", validate),
+];
+
 fn ci() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut timings = Vec::new();
-    let steps: [(&str, Step); 6] = [
-        ("prerequisites", || sh("bash", &["scripts/install-prereqs.sh"], &[])),
-        ("fmt", || cargo(&["fmt", "--all", "--", "--check"])),
-        ("lint", lint),
-        ("codegen --check", || codegen(true)),
-        ("test", test),
-        ("validate", validate),
-    ];
-    for (name, step) in steps {
+    for (name, step) in CI_STEPS {
         eprintln!("\n== xtask ci: {name}");
         let t = Instant::now();
         step().with_context(|| format!("ci step `{name}` failed"))?;
@@ -286,4 +352,50 @@ fn ci() -> anyhow::Result<()> {
         eprintln!("   {name:<16} {elapsed:.1?}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::{CI_STEPS, Cli, DEMO_BUILD, GENERATORS, passed_count, root};
+
+    #[test]
+    fn the_demo_build_shows_cargo_progress() {
+        assert!(!DEMO_BUILD.iter().any(|a| *a == "-q" || *a == "--quiet"), "{DEMO_BUILD:?}");
+        let alias = std::fs::read_to_string(root().join(".cargo/config.toml")).expect("alias");
+        let line = alias.lines().find(|l| l.starts_with("xtask =")).expect("xtask alias");
+        assert!(!line.contains("--quiet") && !line.contains("-q "), "{line}");
+    }
+
+    #[test]
+    fn the_help_of_ci_names_every_step_it_runs() {
+        let cli = Cli::command();
+        let ci = cli.find_subcommand("ci").expect("ci subcommand");
+        let help = ci.get_long_about().or(ci.get_about()).expect("ci has help").to_string();
+        for (name, _) in CI_STEPS {
+            assert!(help.contains(name), "`cargo xtask ci` help omits {name:?}: {help}");
+        }
+    }
+
+    #[test]
+    fn the_passed_count_is_read_from_libtest_output() {
+        let ok = "\nrunning 1 test\n.\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.01s\n";
+        assert_eq!(passed_count(ok), Some(1));
+        // What a filter matching no test prints: codegen must treat it as a failure.
+        let none = "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 2 filtered out; finished in 0.00s\n";
+        assert_eq!(passed_count(none), Some(0));
+        assert_eq!(passed_count("no summary"), None);
+    }
+
+    #[test]
+    fn every_generated_file_exists_and_has_one_generator() {
+        let mut files: Vec<&str> = GENERATORS.iter().map(|g| g.file).collect();
+        for file in &files {
+            assert!(root().join(file).is_file(), "{file} is missing");
+        }
+        files.sort_unstable();
+        files.dedup();
+        assert_eq!(files.len(), GENERATORS.len(), "a file has two generators");
+    }
 }

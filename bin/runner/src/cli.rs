@@ -1,13 +1,18 @@
 //! The command line, declared once: help, `docs/cli.md` and completions come from these types.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::LazyLock};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `0.1.0 (1a2b3c4d)`: the version and the git commit it was built from.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!("{} ({})", env!("CARGO_PKG_VERSION"), podrunner_coordinator::REVISION)
+});
 
 /// A GitLab-Runner-compatible CI runner whose Kubernetes executor gives every container the
 /// seccomp, AppArmor and SELinux settings you configure.
 #[derive(Debug, Parser)]
-#[command(name = "runner", version, propagate_version = true)]
+#[command(name = "runner", version = VERSION.as_str(), propagate_version = true)]
 pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -37,7 +42,7 @@ pub(crate) struct ConfigArgs {
     #[arg(long, short = 'c', env = "CONFIG_FILE", hide_env_values = true)]
     pub(crate) config: Option<PathBuf>,
     /// Treat every warning as an error (fail closed).
-    #[arg(long, env = "RUNNER_STRICT_CONFIG")]
+    #[arg(long, env = "RUNNER_STRICT_CONFIG", hide_env_values = true)]
     pub(crate) strict: bool,
 }
 
@@ -56,7 +61,7 @@ pub(crate) struct CheckConfigArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = DiagnosticsFormat::Text, env = "RUNNER_DIAGNOSTICS_FORMAT")]
+    #[arg(long, value_enum, default_value_t = DiagnosticsFormat::Text, env = "RUNNER_DIAGNOSTICS_FORMAT", hide_env_values = true)]
     pub(crate) format: DiagnosticsFormat,
 }
 
@@ -109,14 +114,14 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
     /// Log level; overrides `log_level` from the config file.
-    #[arg(long, value_enum, env = "RUNNER_LOG_LEVEL")]
+    #[arg(long, value_enum, env = "RUNNER_LOG_LEVEL", hide_env_values = true)]
     pub(crate) log_level: Option<LogLevelArg>,
     /// Log format; overrides `log_format` from the config file (`runner` there means text).
-    #[arg(long, value_enum, env = "RUNNER_LOG_FORMAT")]
+    #[arg(long, value_enum, env = "RUNNER_LOG_FORMAT", hide_env_values = true)]
     pub(crate) log_format: Option<LogFormatArg>,
     /// How often the config file is checked for changes (a Go duration such as `3s`); a
     /// changed file is reloaded, as on SIGHUP.
-    #[arg(long, value_parser = parse_duration, default_value = "3s", env = "RUNNER_CONFIG_POLL_INTERVAL")]
+    #[arg(long, value_parser = parse_duration, default_value = "3s", env = "RUNNER_CONFIG_POLL_INTERVAL", hide_env_values = true)]
     pub(crate) config_poll_interval: std::time::Duration,
 }
 
@@ -127,7 +132,7 @@ pub(crate) struct VerifyArgs {
     pub(crate) config: ConfigArgs,
     /// Log level of the daemon log on stderr (`debug` shows each request); overrides
     /// `log_level` from the config file.
-    #[arg(long, value_enum, env = "RUNNER_LOG_LEVEL")]
+    #[arg(long, value_enum, env = "RUNNER_LOG_LEVEL", hide_env_values = true)]
     pub(crate) log_level: Option<LogLevelArg>,
 }
 
@@ -138,7 +143,7 @@ pub(crate) struct ListArgs {
     pub(crate) config: ConfigArgs,
     /// Log level of the daemon log on stderr (`debug` shows each request); overrides
     /// `log_level` from the config file.
-    #[arg(long, value_enum, env = "RUNNER_LOG_LEVEL")]
+    #[arg(long, value_enum, env = "RUNNER_LOG_LEVEL", hide_env_values = true)]
     pub(crate) log_level: Option<LogLevelArg>,
 }
 
@@ -157,18 +162,18 @@ pub(crate) struct RenderPodArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
     /// The `[[runners]]` entry to use, by name. Default: the first kubernetes runner.
-    #[arg(long, env = "RUNNER_RENDER_RUNNER")]
+    #[arg(long, env = "RUNNER_RENDER_RUNNER", hide_env_values = true)]
     pub(crate) runner: Option<String>,
     /// A GitLab `jobs/request` response body (JSON). Default: a built-in sample job with one
     /// service.
-    #[arg(long, env = "RUNNER_RENDER_JOB")]
+    #[arg(long, env = "RUNNER_RENDER_JOB", hide_env_values = true)]
     pub(crate) job: Option<PathBuf>,
     /// The target cluster's Kubernetes version, `1.NN` (1.19 to 1.37). Below 1.30, AppArmor
     /// profiles become annotations. Default: the newest supported version.
-    #[arg(long, value_name = "1.NN", env = "RUNNER_KUBERNETES_VERSION")]
+    #[arg(long, value_name = "1.NN", env = "RUNNER_KUBERNETES_VERSION", hide_env_values = true)]
     pub(crate) kubernetes_version: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = PodOutputFormat::Yaml, env = "RUNNER_RENDER_OUTPUT")]
+    #[arg(long, value_enum, default_value_t = PodOutputFormat::Yaml, env = "RUNNER_RENDER_OUTPUT", hide_env_values = true)]
     pub(crate) output: PodOutputFormat,
     /// Also print, on stderr before the pod, the effective security of every container with
     /// where each value comes from: the table every job log shows.

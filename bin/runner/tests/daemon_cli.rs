@@ -298,6 +298,28 @@ async fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
     let log = daemon.log();
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("runner stopped"), "{log}");
+    assert!(log.contains("jobs.reported=0"), "the outcome is in fields: {log}");
+    assert!(!log.contains("Report {"), "no Debug dump of a report struct: {log}");
+}
+
+#[tokio::test]
+async fn version_names_the_release_and_the_commit_and_help_shows_bare_env_names() {
+    let out = runner_bin().arg("--version").output().await.expect("the binary runs");
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let expected_prefix = format!("runner {} (", env!("CARGO_PKG_VERSION"));
+    assert!(version.starts_with(&expected_prefix) && version.ends_with(')'), "{version}");
+    assert_ne!(env!("CARGO_PKG_VERSION"), "0.0.0");
+    let commit = &version[expected_prefix.len()..version.len() - 1];
+    assert!(
+        commit == "unknown" || (commit.len() == 8 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{version}"
+    );
+    for command in ["run", "check-config", "render-pod", "verify", "list"] {
+        let help = runner_bin().args([command, "--help"]).output().await.expect("the binary runs");
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(help.contains("[env: RUNNER_"), "{command}: {help}");
+        assert!(!help.contains("=]"), "{command} help shows an empty env value: {help}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -204,7 +204,6 @@ impl Report<'_> {
         if errors == 0 && warnings == 0 {
             return format!("{}: ok", self.file);
         }
-        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
         format!("{}: {}, {}", self.file, plural(errors, "error"), plural(warnings, "warning"))
     }
 
@@ -225,6 +224,11 @@ impl Report<'_> {
             })
             .collect()
     }
+}
+
+/// `1 error`, `3 warnings`: a count with its noun (regular plurals only).
+pub fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]

@@ -187,8 +187,20 @@ fn unknown_key(document: &Document<'_>, path: KeyPath) -> Diagnostic {
             },
         }
     };
+    let message = if in_security_context(&parent) {
+        format!(
+            "{message}; a misspelt security setting weakens the pod: the container gets the pod's or the node's default for it instead, and `--strict` refuses this config"
+        )
+    } else {
+        message
+    };
     let span = document.span(&path, true);
     Diagnostic { severity: Severity::Warning, message, key_path: path, span }
+}
+
+/// Whether `table` is a security-context table or one inside it (`capabilities`, `seccomp_profile`).
+fn in_security_context(table: &KeyPath) -> bool {
+    table.0.iter().any(|s| matches!(s, Segment::Key(k) if k.ends_with("security_context")))
 }
 
 /// The nearest ancestor (or child) table of `table` where `key` is a known key, for keys written in

@@ -284,7 +284,7 @@ fn pull_policies(
 }
 
 /// Which profile a rule talks about.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ProfileKind {
     Seccomp,
     AppArmor,
@@ -417,8 +417,9 @@ fn profile(
                 sink.warn(
                     &type_path,
                     format!(
-                        "{} profile type is Localhost but no localhost profile is set; the profile is left out (set {flat}_localhost_profile or {flat}.localhost_profile)",
-                        kind.name()
+                        "{} profile type is Localhost but no localhost profile is set (set {flat}_localhost_profile or {flat}.localhost_profile); {}",
+                        kind.name(),
+                        dropped_profile_consequence(kind, context)
                     ),
                 );
                 return None;
@@ -426,6 +427,11 @@ fn profile(
             if let Err(reason) = check_localhost_profile(kind, &name) {
                 sink.error(&at, reason);
                 return None;
+            }
+            if let Some(warning) =
+                (kind == ProfileKind::AppArmor).then(|| apparmor_name_warning(&name)).flatten()
+            {
+                sink.warn(&at, warning);
             }
             Some(SecurityProfile::Localhost(name))
         }
@@ -436,13 +442,33 @@ fn profile(
             sink.warn(
                 &type_path,
                 format!(
-                    "invalid {} profile type {other:?}: expected one of RuntimeDefault, Localhost, Unconfined (case-sensitive){hint}; the profile is left out",
-                    kind.name()
+                    "invalid {} profile type {other:?}: expected one of RuntimeDefault, Localhost, Unconfined (case-sensitive){hint}; {}",
+                    kind.name(),
+                    dropped_profile_consequence(kind, context)
                 ),
             );
             None
         }
     }
+}
+
+/// What leaving a profile out costs, said wherever a configured profile is dropped: the containers
+/// fall back to what the node does without one, which is weaker than what was asked for.
+fn dropped_profile_consequence(kind: ProfileKind, context: &KeyPath) -> String {
+    let node_default = match kind {
+        ProfileKind::Seccomp => {
+            "the node's default (Unconfined unless the kubelet runs with --seccomp-default)"
+        }
+        ProfileKind::AppArmor => {
+            "the node's default (the runtime's profile where AppArmor is enabled, none where it is not)"
+        }
+    };
+    let who = if context.leaf() == Some("pod_security_context") {
+        format!("containers without their own {} profile run with {node_default}", kind.name())
+    } else {
+        format!("the container runs with the pod's profile if one is set, else with {node_default}")
+    };
+    format!("the {} profile is left out, so {who}; `--strict` refuses this config", kind.name())
 }
 
 fn check_localhost_profile(kind: ProfileKind, name: &str) -> Result<(), String> {
@@ -472,14 +498,36 @@ fn check_localhost_profile(kind: ProfileKind, name: &str) -> Result<(), String> 
                     "AppArmor localhost profile {name:?} uses the annotation syntax; write the bare profile name {bare:?}"
                 ));
             }
-            if name.contains('/') && !name.starts_with('/') {
+            if name.len() > APPARMOR_PROFILE_NAME_MAX {
                 return Err(format!(
-                    "AppArmor localhost profile {name:?} looks like a file path; write the name of the profile as loaded on the node (see `aa-status`)"
+                    "AppArmor localhost profile is {} bytes long; Kubernetes allows at most {APPARMOR_PROFILE_NAME_MAX}",
+                    name.len()
                 ));
             }
             Ok(())
         }
     }
+}
+
+/// Kubernetes' limit on `appArmorProfile.localhostProfile` (`PATH_MAX - 1`).
+const APPARMOR_PROFILE_NAME_MAX: usize = 4095;
+
+/// A warning for an AppArmor profile name that Kubernetes accepts but that is most likely not the
+/// name of a loaded profile. A profile's name is what `aa-status` lists: the name after `profile`
+/// in its file, or for a profile declared without one, its attachment path (so `/usr/bin/man` is a
+/// real name); the file it is loaded from (`/etc/apparmor.d/...`) is not.
+fn apparmor_name_warning(name: &str) -> Option<String> {
+    if name.starts_with("/etc/apparmor.d/") {
+        return Some(format!(
+            "AppArmor localhost profile {name:?} is the file a profile is loaded from, not its name, so the container fails to start unless a profile of that name is loaded; write the name `aa-status` lists (the word after `profile` in that file)"
+        ));
+    }
+    if !name.starts_with('/') && name.contains('/') && !name.contains("//") {
+        return Some(format!(
+            "AppArmor localhost profile {name:?} looks like a relative file path (as a seccomp profile is written); AppArmor profiles are named, not files: write the name `aa-status` lists"
+        ));
+    }
+    None
 }
 
 fn selinux(

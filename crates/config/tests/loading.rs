@@ -201,7 +201,8 @@ fn invalid_profile_type_is_a_warning_at_the_value_with_a_spelling_suggestion() {
             "invalid seccomp profile type \"runtimedefault\"",
             "RuntimeDefault, Localhost, Unconfined",
             "did you mean \"RuntimeDefault\"?",
-            "left out",
+            "the seccomp profile is left out, so the container runs with the pod's profile if one is set, else with the node's default (Unconfined unless the kubelet runs with --seccomp-default)",
+            "`--strict` refuses this config",
         ],
     );
     let k = loaded.config.expect("warnings do not stop loading").runners[0]
@@ -222,7 +223,10 @@ fn invalid_profile_type_far_from_any_valid_one_gets_no_suggestion() {
         6,
         30,
         "runners[0].kubernetes.pod_security_context.app_armor_profile.type",
-        &["invalid AppArmor profile type \"BadValue\""],
+        &[
+            "invalid AppArmor profile type \"BadValue\"",
+            "containers without their own AppArmor profile run with the node's default",
+        ],
     );
     assert!(!loaded.diagnostics[0].message.contains("did you mean"));
 }
@@ -238,7 +242,11 @@ fn localhost_without_a_profile_is_a_warning_and_the_profile_is_left_out() {
         6,
         24,
         "runners[0].kubernetes.helper_container_security_context.seccomp_profile_type",
-        &["Localhost but no localhost profile is set", "left out"],
+        &[
+            "Localhost but no localhost profile is set",
+            "left out, so the container runs with the pod's profile if one is set, else with the node's default (Unconfined",
+            "`--strict` refuses this config",
+        ],
     );
     let k = loaded.config.expect("loads").runners[0].kubernetes.clone().expect("kubernetes");
     assert_eq!(k.helper_container_security_context.shared.seccomp, None);
@@ -291,10 +299,11 @@ fn a_seccomp_localhost_profile_leaving_the_root_is_an_error() {
 }
 
 #[test]
-fn an_apparmor_localhost_profile_must_be_a_bare_profile_name() {
+fn an_apparmor_localhost_profile_in_the_annotation_syntax_or_too_long_is_an_error() {
+    let too_long = "p".repeat(4096);
     for (value, fragment) in [
         ("localhost/my-profile", "write the bare profile name \"my-profile\""),
-        ("profiles/my-profile", "looks like a file path"),
+        (too_long.as_str(), "4096 bytes long; Kubernetes allows at most 4095"),
     ] {
         let text = runner(&format!(
             "[runners.kubernetes.build_container_security_context]\napp_armor_profile_type = \"Localhost\"\napp_armor_profile_localhost_profile = {value:?}\n"
@@ -306,6 +315,41 @@ fn an_apparmor_localhost_profile_must_be_a_bare_profile_name() {
             39,
             "runners[0].kubernetes.build_container_security_context.app_armor_profile_localhost_profile",
             &[fragment],
+        );
+    }
+}
+
+/// Kubernetes accepts any AppArmor profile name that is not blank, padded or longer than 4095
+/// bytes, and a profile declared without a name is named after its attachment path: so an
+/// absolute path loads (and renders as `localhost//usr/bin/man` at 1.29); a file under
+/// `/etc/apparmor.d` or a relative path is most likely a mistake and gets a warning.
+#[test]
+fn an_apparmor_profile_named_like_a_path_loads_with_a_warning_where_it_is_likely_a_file() {
+    let cases: [(&str, Option<&str>); 4] = [
+        ("/usr/bin/man", None),
+        ("parent//child", None),
+        ("/etc/apparmor.d/buildkit", Some("is the file a profile is loaded from, not its name")),
+        ("profiles/buildkit", Some("looks like a relative file path")),
+    ];
+    for (value, warning) in cases {
+        let text = runner(&format!(
+            "[runners.kubernetes.build_container_security_context]\napp_armor_profile_type = \"Localhost\"\napp_armor_profile_localhost_profile = {value:?}\n"
+        ));
+        let loaded = load(&text);
+        let got = summary(&text, &loaded);
+        match warning {
+            None => assert!(got.is_empty(), "{value}: {got:#?}"),
+            Some(fragment) => {
+                assert_eq!(got.len(), 1, "{value}: {got:#?}");
+                assert_eq!((got[0].0, got[0].1, got[0].2), (Severity::Warning, 7, 39), "{value}");
+                assert!(got[0].4.contains(fragment), "{value}: {}", got[0].4);
+            }
+        }
+        let k = loaded.config.expect("loads").runners[0].kubernetes.clone().expect("kubernetes");
+        assert_eq!(
+            k.build_container_security_context.shared.app_armor,
+            Some(SecurityProfile::Localhost(value.to_owned())),
+            "{value}"
         );
     }
 }
@@ -324,6 +368,8 @@ fn a_misspelt_security_key_is_a_warning_with_a_suggestion_at_the_key() {
         &[
             "unknown key \"seccomp_profle_type\" in [runners.kubernetes.build_container_security_context]",
             "did you mean \"seccomp_profile_type\"?",
+            "a misspelt security setting weakens the pod",
+            "`--strict` refuses this config",
         ],
     );
 }

@@ -15,4 +15,7 @@ pub use error::{Endpoint, Error, Result};
 pub use joblog::{FinishReport, JobCancel, JobLog, JobLogConfig, LogWriter, Section};
 pub use mask::Masker;
 pub use outcome::{FailureReason, JobOutcome};
+/// The git commit this build is from (8 hex digits), or `unknown` outside a git checkout.
+pub const REVISION: &str = env!("PODRUNNER_REVISION");
+
 pub use wire::{FeaturesInfo, Job, JobState, JobUpdate, JobVariable, VersionInfo};

@@ -724,7 +724,7 @@ impl VersionInfo {
         Self {
             name: name.into(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            revision: String::new(),
+            revision: crate::REVISION.to_owned(),
             platform: std::env::consts::OS.to_owned(),
             architecture: architecture.to_owned(),
             executor: executor.into(),

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::capacity::Capacity;
 use crate::error::{Error, Result};
@@ -373,7 +373,13 @@ impl Daemon {
                     Some(Command::Reload { plan, reply }) => {
                         shutdown_timeout = plan.shutdown_timeout;
                         let report = reload(&mut entries, plan, &shared, &shutdown);
-                        info!(?report, "settings reloaded");
+                        info!(
+                            runners.added = %report.added.join(","),
+                            runners.removed = %report.removed.join(","),
+                            runners.restarted = %report.restarted.join(","),
+                            runners.unchanged = report.unchanged.len(),
+                            "settings reloaded"
+                        );
                         let _ = reply.send(report);
                     }
                     None => shutdown.cancelled().await,
@@ -399,7 +405,14 @@ impl Daemon {
         report.jobs_reported = shared.counters.reported.load(Ordering::SeqCst);
         report.jobs_report_failed = shared.counters.report_failed.load(Ordering::SeqCst);
         report.jobs_interrupted = shared.counters.interrupted.load(Ordering::SeqCst);
-        info!(?report, "daemon stopped");
+        // The binary logs the outcome ("runner stopped", with these counts as fields).
+        debug!(
+            jobs.reported = report.jobs_reported,
+            jobs.report_failed = report.jobs_report_failed,
+            jobs.interrupted = report.jobs_interrupted,
+            jobs.abandoned = report.jobs_abandoned,
+            "daemon stopped"
+        );
         report
     }
 }

@@ -48,8 +48,9 @@ pub(crate) async fn run_job(
     let writer = log.writer();
     let cancel = log.cancel();
     writer.writeln(&format!(
-        "\x1b[1mRunning with podrunner {}\x1b[0;m\n\x1b[0;m  on {}\x1b[0;m",
+        "\x1b[1mRunning with podrunner {} ({})\x1b[0;m\n\x1b[0;m  on {}\x1b[0;m",
         env!("CARGO_PKG_VERSION"),
+        podrunner_coordinator::REVISION,
         runner.name()
     ));
     let timeout = job.runner_info.timeout.filter(|t| *t > 0).map(Duration::from_secs);

@@ -456,3 +456,19 @@ async fn node_events_are_listed_and_watched() {
     );
     assert_eq!(event.involved_object.kind.as_deref(), Some("Pod"));
 }
+
+/// `local-cluster` keeps its state under the cargo target directory, wherever that is.
+#[test]
+fn the_cli_keeps_its_state_in_cargo_target_dir() {
+    let target = tempfile::tempdir().expect("temp dir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_local-cluster"))
+        .arg("status")
+        .env("CARGO_TARGET_DIR", target.path())
+        .env_remove("LOCAL_CLUSTER_DIR")
+        .output()
+        .expect("local-cluster runs");
+    assert_eq!(output.status.code(), Some(3), "status of a cluster that is not running");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let expected = target.path().join("local-cluster");
+    assert!(stdout.contains(&expected.display().to_string()), "{stdout}");
+}

@@ -61,8 +61,8 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Err(refusals) => {
                 print_refusals(&refusals);
                 eprintln!(
-                    "error: refusing to start: {} problem(s) in {}",
-                    refusals.len(),
+                    "error: refusing to start: {} in {}",
+                    podrunner_config::diagnostics::plural(refusals.len(), "problem"),
                     file.path.display()
                 );
                 return Ok(ExitCode::from(1));

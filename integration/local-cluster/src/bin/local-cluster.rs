@@ -36,9 +36,18 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct DirArgs {
     /// Cluster directory (kubeconfig, seccomp root, containerd state). Keep it short: the
-    /// containerd socket path must fit in 107 bytes.
-    #[arg(long, env = "LOCAL_CLUSTER_DIR", default_value = "target/local-cluster")]
+    /// containerd socket path must fit in 107 bytes. Default: `local-cluster` in the cargo
+    /// target directory (`$CARGO_TARGET_DIR`, else `target`).
+    #[arg(long, env = "LOCAL_CLUSTER_DIR", default_value_os_t = default_dir())]
     dir: PathBuf,
+}
+
+/// `$CARGO_TARGET_DIR/local-cluster`, else `target/local-cluster` (as cargo places its output).
+fn default_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+        .join("local-cluster")
 }
 
 #[derive(Debug, clap::Args)]
