@@ -12,6 +12,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// The file loads and does what it says, but an entry in it changes nothing (a feature flag
+    /// set to its default). `--strict` leaves notes alone.
+    Note,
     /// The file loads, but something is probably not what the author meant.
     Warning,
     /// The file does not load.
@@ -21,6 +24,7 @@ pub enum Severity {
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Severity::Note => "note",
             Severity::Warning => "warning",
             Severity::Error => "error",
         })
@@ -198,13 +202,23 @@ impl Report<'_> {
         out
     }
 
-    /// `config.toml: 1 error, 2 warnings` (or `config.toml: ok`).
+    /// `config.toml: 1 error, 2 warnings` (`, 1 note` when there are notes), or `config.toml: ok`
+    /// (`ok, 1 note`).
     pub fn summary(&self) -> String {
         let (errors, warnings) = (self.count(Severity::Error), self.count(Severity::Warning));
+        let notes = match self.count(Severity::Note) {
+            0 => String::new(),
+            n => format!(", {}", plural(n, "note")),
+        };
         if errors == 0 && warnings == 0 {
-            return format!("{}: ok", self.file);
+            return format!("{}: ok{notes}", self.file);
         }
-        format!("{}: {}, {}", self.file, plural(errors, "error"), plural(warnings, "warning"))
+        format!(
+            "{}: {}, {}{notes}",
+            self.file,
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        )
     }
 
     /// The diagnostics as JSON objects.

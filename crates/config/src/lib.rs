@@ -27,6 +27,7 @@ pub mod model;
 pub mod quantity;
 pub mod raw;
 pub mod schema;
+pub mod upstream;
 pub mod validate;
 pub mod values;
 

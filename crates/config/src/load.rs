@@ -9,7 +9,7 @@ use crate::{
     document::Document,
     model::Config,
     raw::RawConfig,
-    schema, validate,
+    schema, upstream, validate,
 };
 
 /// How to load.
@@ -161,20 +161,24 @@ fn type_error_message(path: &KeyPath, message: &str) -> String {
     }
 }
 
-/// Keys gitlab-runner removed or renamed, with what to write instead.
-const RENAMED_KEYS: &[(&str, &str)] =
-    &[("terminationGracePeriodSeconds", "pod_termination_grace_period_seconds")];
-
 fn unknown_key(document: &Document<'_>, path: KeyPath) -> Diagnostic {
     let leaf = path.leaf().unwrap_or_default().to_owned();
     let parent = path.parent();
     let table = table_name(&parent);
+    let table_keys: Vec<&str> = parent
+        .0
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Key(k) => Some(k.as_str()),
+            Segment::Index(_) => None,
+        })
+        .collect();
     let known = schema::known_keys(&parent);
-    let message = if let Some((_, replacement)) = RENAMED_KEYS.iter().find(|(old, _)| *old == leaf)
-    {
-        format!(
-            "key {leaf:?} in {table} was removed from gitlab-runner and is ignored; use {replacement:?}"
-        )
+    // What upstream documents (a rename, a registration option) wins over a guess by spelling.
+    let message = if let Some(renamed) = upstream::renamed_key(&table_keys, &leaf) {
+        format!("key {leaf:?} in {table} {}", renamed.advice())
+    } else if let Some(option) = upstream::registration_option(&table_keys, &leaf) {
+        format!("key {leaf:?} in {table} {}", option.advice())
     } else {
         match suggest(&leaf, known.iter().map(String::as_str)) {
             Some(s) => format!("unknown key {leaf:?} in {table} is ignored; did you mean {s:?}?"),

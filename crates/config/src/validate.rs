@@ -18,6 +18,8 @@ use crate::{
         RawConfig, RawContainerSecurityContext, RawKubernetes, RawPodSecurityContext, RawProfile,
         RawRunner,
     },
+    upstream::{self, FeatureFlag, FlagStatus},
+    values::parse_go_bool,
 };
 
 /// Collects diagnostics with their locations.
@@ -154,11 +156,13 @@ fn validate_runner(
             );
         }
     }
+    check_feature_flags(sink, path, raw);
     let uses_kubernetes = raw.kubernetes.is_some() || raw.executor.as_deref() == Some("kubernetes");
     let kubernetes = uses_kubernetes.then(|| {
         validate_kubernetes(
             sink,
             &path.key("kubernetes"),
+            &flag_setting(sink, path, raw, &upstream::ADVANCED_POD_SPEC),
             raw.kubernetes.clone().unwrap_or_default(),
         )
     });
@@ -168,6 +172,7 @@ fn validate_runner(
 fn validate_kubernetes(
     sink: &mut Sink<'_, '_>,
     path: &KeyPath,
+    advanced_pod_spec: &FlagSetting,
     raw: RawKubernetes,
 ) -> KubernetesConfig {
     let pod_security_context = raw
@@ -221,7 +226,7 @@ fn validate_kubernetes(
     check_numeric_ids(sink, &path.key("allowed_groups"), &raw.allowed_groups, "allowed_groups");
     check_client_files(sink, path, &raw);
     check_volumes(sink, &path.key("volumes"), &raw);
-    check_pod_spec_patches(sink, &path.key("pod_spec"), &raw);
+    check_pod_spec_patches(sink, &path.key("pod_spec"), &raw, advanced_pod_spec);
     for key in raw.pod_labels.keys() {
         if is_runner_gitlab_key(key) {
             sink.warn(
@@ -825,27 +830,188 @@ fn check_volumes(sink: &mut Sink<'_, '_>, path: &KeyPath, raw: &RawKubernetes) {
     }
 }
 
-fn check_pod_spec_patches(sink: &mut Sink<'_, '_>, path: &KeyPath, raw: &RawKubernetes) {
+/// How the config sets a feature flag, for rules that depend on it.
+enum FlagSetting {
+    /// Nothing in the config sets it: the default applies, unless a job's variables set it.
+    Default,
+    /// The config sets it, at this location (`[runners.feature_flags]` or `environment`).
+    Set { on: bool, at: String, final_: bool },
+}
+
+/// Where and how the runner's config sets `flag`: `[runners.feature_flags]` wins over
+/// `environment`, as upstream resolves flags (a job's variables come between the two).
+fn flag_setting(
+    sink: &Sink<'_, '_>,
+    path: &KeyPath,
+    raw: &RawRunner,
+    flag: &FeatureFlag,
+) -> FlagSetting {
+    if let Some(on) = raw.feature_flags.get(flag.name) {
+        let at = sink.where_(&path.key("feature_flags").key(flag.name));
+        return FlagSetting::Set { on: *on, at, final_: true };
+    }
+    for (i, entry) in raw.environment.iter().enumerate().rev() {
+        if let Some((name, value)) = entry.split_once('=')
+            && name == flag.name
+            && let Some(on) = parse_go_bool(value)
+        {
+            let at = sink.where_(&path.key("environment").index(i));
+            return FlagSetting::Set { on, at, final_: false };
+        }
+    }
+    FlagSetting::Default
+}
+
+/// Checks every `FF_*` entry of `[runners.feature_flags]` and `environment` against upstream's
+/// flags: unknown (with the closest name), removed, deprecated, not read by this runner, not a
+/// boolean, or only restating the default.
+fn check_feature_flags(sink: &mut Sink<'_, '_>, path: &KeyPath, raw: &RawRunner) {
+    for (name, on) in &raw.feature_flags {
+        check_feature_flag(sink, &path.key("feature_flags").key(name), true, name, Ok(*on));
+    }
+    for (i, entry) in raw.environment.iter().enumerate() {
+        if let Some((name, value)) = entry.split_once('=')
+            && name.starts_with("FF_")
+        {
+            let value = parse_go_bool(value).ok_or(value);
+            check_feature_flag(sink, &path.key("environment").index(i), false, name, value);
+        }
+    }
+}
+
+/// One flag entry; `at_key`: point at the entry's key (a `[runners.feature_flags]` name) rather
+/// than at its value (an `environment` string).
+fn check_feature_flag(
+    sink: &mut Sink<'_, '_>,
+    at: &KeyPath,
+    at_key: bool,
+    name: &str,
+    value: Result<bool, &str>,
+) {
+    let warn = |sink: &mut Sink<'_, '_>, message: String| {
+        sink.push(Severity::Warning, at, at_key, message);
+    };
+    let Some(flag) = upstream::feature_flag(name) else {
+        let current = upstream::FEATURE_FLAGS
+            .iter()
+            .filter(|f| !matches!(f.status, FlagStatus::Removed { .. }))
+            .map(|f| f.name);
+        let hint =
+            suggest(name, current).map(|s| format!("; did you mean {s:?}?")).unwrap_or_default();
+        warn(
+            sink,
+            format!(
+                "{name} is not a gitlab-runner feature flag (as of {}), so it changes nothing{hint}",
+                upstream::UPSTREAM_VERSION
+            ),
+        );
+        return;
+    };
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    let value = match (flag.status, value) {
+        (FlagStatus::Removed { version }, _) => {
+            warn(
+                sink,
+                format!(
+                    "feature flag {name} was removed from gitlab-runner in {version} and changes nothing; delete it"
+                ),
+            );
+            return;
+        }
+        (_, Err(text)) => {
+            warn(
+                sink,
+                format!(
+                    "feature flag {name} is set to {text:?}, which is not a boolean (1, t, true, TRUE, True or 0, f, false, FALSE, False); it stays {}",
+                    on_off(flag.default)
+                ),
+            );
+            return;
+        }
+        (_, Ok(value)) => value,
+    };
+    if let FlagStatus::Deprecated { note } = flag.status {
+        warn(sink, format!("feature flag {name} is deprecated: {note}; delete the entry"));
+        return;
+    }
+    if value == flag.default {
+        sink.push(
+            Severity::Note,
+            at,
+            at_key,
+            format!(
+                "feature flag {name} is {} by default; this entry changes nothing",
+                on_off(value)
+            ),
+        );
+    } else if !flag.honoured {
+        warn(
+            sink,
+            format!(
+                "feature flag {name} is a gitlab-runner flag this runner does not read: turning it {} changes nothing here",
+                on_off(value)
+            ),
+        );
+    }
+}
+
+/// `[[pod_spec]]` entries. They only matter when FF_USE_ADVANCED_POD_SPEC_CONFIGURATION is on:
+/// upstream ignores them (without a word) otherwise. So a mistake in them is an error when the
+/// config turns the flag on, and a warning when it does not; and patches that are not applied
+/// are said to be so.
+fn check_pod_spec_patches(
+    sink: &mut Sink<'_, '_>,
+    path: &KeyPath,
+    raw: &RawKubernetes,
+    flag: &FlagSetting,
+) {
+    if raw.pod_spec.is_empty() {
+        return;
+    }
+    let name = upstream::ADVANCED_POD_SPEC.name;
+    let applied = match flag {
+        FlagSetting::Set { on: true, .. } => true,
+        FlagSetting::Set { on: false, at, final_: true } => {
+            sink.warn(path, format!("these pod_spec patches are never applied: {name} is false at {at}; set it to true to apply them"));
+            false
+        }
+        FlagSetting::Set { on: false, at, final_: false } => {
+            sink.warn(path, format!("these pod_spec patches are not applied: {name} is false at {at}; set it to true to apply them (a job that sets the variable to true applies them to itself)"));
+            false
+        }
+        FlagSetting::Default => {
+            sink.warn(path, format!("these pod_spec patches are not applied: {name} is off by default; set it to true in [runners.feature_flags] to apply them (a job that sets the variable to true applies them to itself)"));
+            false
+        }
+    };
+    let problem = |sink: &mut Sink<'_, '_>, at: &KeyPath, message: String| {
+        if applied {
+            sink.error(at, message);
+        } else {
+            sink.warn(at, format!("{message} (an error once {name} is on)"));
+        }
+    };
     for (i, patch) in raw.pod_spec.iter().enumerate() {
         let at = path.index(i);
-        let name = patch.name.as_deref().unwrap_or_default();
+        let patch_name = patch.name.as_deref().unwrap_or_default();
         let has = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
         match (has(&patch.patch), has(&patch.patch_path)) {
-            (true, true) => sink.error(
+            (true, true) => problem(
+                sink,
                 &at,
-                format!("ambiguous patch: both patch path and patch provided ({name})"),
+                format!("ambiguous patch: both patch path and patch provided ({patch_name})"),
             ),
-            (false, false) => {
-                sink.error(
-                    &at,
-                    format!("pod_spec patch {name:?} has neither patch nor patch_path"),
-                );
-            }
+            (false, false) => problem(
+                sink,
+                &at,
+                format!("pod_spec patch {patch_name:?} has neither patch nor patch_path"),
+            ),
             _ => {}
         }
         match patch.patch_type.as_deref() {
             None | Some("" | "strategic" | "merge" | "json") => {}
-            Some(other) => sink.error(
+            Some(other) => problem(
+                sink,
                 &at.key("patch_type"),
                 format!("unsupported patch type {other}: expected strategic, merge or json"),
             ),

@@ -267,6 +267,16 @@ impl JsonSchema for TimeValue {
     }
 }
 
+/// Go's `strconv.ParseBool`, as gitlab-runner reads `FF_*` variables: `1 t T TRUE true True`
+/// and `0 f F FALSE false False`; anything else is `None`.
+pub fn parse_go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +319,13 @@ mod tests {
         ] {
             assert_eq!(GoDuration::from_nanos(nanos).to_string(), text);
         }
+    }
+
+    #[test]
+    fn go_booleans_parse() {
+        assert_eq!(parse_go_bool("True"), Some(true));
+        assert_eq!(parse_go_bool("0"), Some(false));
+        assert_eq!(parse_go_bool("yes"), None);
+        assert_eq!(parse_go_bool(" true"), None);
     }
 }

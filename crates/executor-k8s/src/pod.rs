@@ -23,6 +23,7 @@ use podrunner_config::{
         RawAffinity, RawKubernetes, RawLabelSelector, RawLifecycleHandler, RawNodeSelectorTerm,
         RawPodAffinity, RawPodAffinityTerm, RawSelectorRequirement,
     },
+    upstream,
     validate::is_runner_gitlab_key,
 };
 use podrunner_coordinator::wire::Image;
@@ -490,9 +491,9 @@ pub(crate) fn build(input: &BuildInput<'_>) -> Result<BuiltPod> {
     for v in &job.variables {
         vars.job(v, &file_dir);
     }
-    let legacy = vars.feature_flag(runner, "FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY", false);
-    let advanced_spec = vars.feature_flag(runner, "FF_USE_ADVANCED_POD_SPEC_CONFIGURATION", false);
-    let active_deadline = vars.feature_flag(runner, "FF_USE_POD_ACTIVE_DEADLINE_SECONDS", true);
+    let legacy = vars.feature_flag(runner, &upstream::LEGACY_KUBERNETES_EXECUTION_STRATEGY);
+    let advanced_spec = vars.feature_flag(runner, &upstream::ADVANCED_POD_SPEC);
+    let active_deadline = vars.feature_flag(runner, &upstream::POD_ACTIVE_DEADLINE_SECONDS);
     let attach = !legacy;
 
     // Namespace and service account.

@@ -3,7 +3,7 @@
 //! the container environment and feature flags.
 
 use k8s_openapi::api::core::v1::EnvVar;
-use podrunner_config::RunnerConfig;
+use podrunner_config::{RunnerConfig, upstream::FeatureFlag, values::parse_go_bool};
 use podrunner_coordinator::wire::JobVariable;
 use secrecy::ExposeSecret;
 
@@ -125,21 +125,13 @@ impl Variables {
     }
 
     /// A feature flag: the runner's `[runners.feature_flags]` first, then the variables, then
-    /// `default`. Values parse as Go's `strconv.ParseBool`; an unparsable value keeps the default.
-    pub(crate) fn feature_flag(&self, runner: &RunnerConfig, name: &str, default: bool) -> bool {
-        if let Some(v) = runner.raw.feature_flags.get(name) {
+    /// the flag's default. Values parse as Go's `strconv.ParseBool`; an unparsable value keeps the
+    /// default.
+    pub(crate) fn feature_flag(&self, runner: &RunnerConfig, flag: &FeatureFlag) -> bool {
+        if let Some(v) = runner.raw.feature_flags.get(flag.name) {
             return *v;
         }
-        self.get(name).and_then(parse_bool).unwrap_or(default)
-    }
-}
-
-/// Go's `strconv.ParseBool`.
-pub(crate) fn parse_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
+        self.get(flag.name).and_then(parse_go_bool).unwrap_or(flag.default)
     }
 }
 
@@ -182,12 +174,5 @@ mod tests {
         let env = v.env();
         assert_eq!(env[0].value.as_deref(), Some("$$FOO"));
         assert_eq!(env[1].value.as_deref(), Some("$$$$"));
-    }
-
-    #[test]
-    fn go_booleans_parse() {
-        assert_eq!(parse_bool("True"), Some(true));
-        assert_eq!(parse_bool("0"), Some(false));
-        assert_eq!(parse_bool("yes"), None);
     }
 }
