@@ -28,6 +28,20 @@ mod tests {
         files.into_iter().filter_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t))).collect()
     }
 
+    /// The docs say `runner ...` everywhere; the README must say how to get it, with a command
+    /// that names the package that builds the `runner` binary.
+    #[test]
+    fn the_readme_says_how_to_install_runner() {
+        let root = super::super::root();
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        assert!(readme.contains("## Install"), "README.md has no Install section");
+        let command = "cargo install --locked --path bin/runner";
+        assert!(readme.contains(command), "README.md lacks `{command}`");
+        let manifest =
+            std::fs::read_to_string(root.join("bin/runner/Cargo.toml")).expect("bin/runner");
+        assert!(manifest.contains("name = \"runner\""), "bin/runner builds no `runner` binary");
+    }
+
     #[test]
     fn every_rust_file_starts_with_a_module_doc() {
         let missing: Vec<String> = sources()
