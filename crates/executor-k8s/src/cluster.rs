@@ -1,7 +1,7 @@
 //! The cluster side of a runner: one `kube::Client` per runner config, the server's version,
 //! and one shared pod watch per namespace (never a poll, never a watch per job).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -220,11 +220,33 @@ impl PodWatch {
         let task = tokio::spawn(async move {
             let config = watcher::Config::default().labels(&selector);
             let mut stream = watcher(api, config).default_backoff().boxed();
+            // The pods a (re)list found: after a 410 the watcher lists again, and a pod deleted
+            // while it was not watching is simply absent from that list (no Delete event).
+            let mut listed: Option<HashSet<String>> = None;
             while let Some(event) = stream.next().await {
                 let (pod, deleted) = match event {
-                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
+                    Ok(watcher::Event::Apply(pod)) => (pod, false),
                     Ok(watcher::Event::Delete(pod)) => (pod, true),
-                    Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+                    Ok(watcher::Event::InitApply(pod)) => {
+                        if let (Some(listed), Some(name)) = (&mut listed, &pod.metadata.name) {
+                            listed.insert(name.clone());
+                        }
+                        (pod, false)
+                    }
+                    Ok(watcher::Event::Init) => {
+                        listed = Some(HashSet::new());
+                        continue;
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        let found = listed.take().unwrap_or_default();
+                        let subscribers = fan_out.lock().unwrap_or_else(PoisonError::into_inner);
+                        for (name, sender) in subscribers.iter() {
+                            if !found.contains(name) && sender.borrow().is_some() {
+                                sender.send_replace(None);
+                            }
+                        }
+                        continue;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, label.selector = %selector, "pod watch failed, retrying");
                         continue;

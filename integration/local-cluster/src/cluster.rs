@@ -81,6 +81,10 @@ pub struct ClusterOptions {
     pub port: u16,
     /// The node's name.
     pub node_name: String,
+    /// How many changes a watch can resume from before it gets `410 Gone`.
+    pub watch_window: usize,
+    /// How often watches that allow bookmarks get one.
+    pub bookmark_interval: Duration,
 }
 
 impl ClusterOptions {
@@ -92,7 +96,23 @@ impl ClusterOptions {
             image_cache: default_image_cache(),
             port: 0,
             node_name: "local-node".to_owned(),
+            watch_window: crate::apiserver::DEFAULT_WATCH_WINDOW,
+            bookmark_interval: Duration::from_secs(60),
         }
+    }
+
+    /// Sets the watch window (tests use a small one to force a `410 Gone` and a relist).
+    #[must_use]
+    pub fn watch_window(mut self, changes: usize) -> Self {
+        self.watch_window = changes;
+        self
+    }
+
+    /// Sets the bookmark interval (tests shorten it to see bookmarks).
+    #[must_use]
+    pub fn bookmark_interval(mut self, interval: Duration) -> Self {
+        self.bookmark_interval = interval;
+        self
     }
 
     /// Sets the reported Kubernetes version.
@@ -165,6 +185,8 @@ impl LocalCluster {
         let mut settings = ApiServerSettings::new(options.kubernetes_version);
         settings.node_name = options.node_name.clone();
         settings.address.set_port(options.port);
+        settings.watch_window = options.watch_window;
+        settings.bookmark_interval = options.bookmark_interval;
         let apiserver =
             ApiServer::start(settings, runtime).await.map_err(ClusterError::ApiServer)?;
         let kubeconfig = options.dir.join("kubeconfig");
@@ -220,6 +242,16 @@ impl LocalCluster {
     /// The API server URL.
     pub fn url(&self) -> String {
         self.apiserver.url()
+    }
+
+    /// Ends every open watch (and refuses new ones while `refuse`): see [`ApiServer::end_watches`].
+    pub fn end_watches(&self, refuse: bool) {
+        self.apiserver.end_watches(refuse);
+    }
+
+    /// Accepts watches again.
+    pub fn accept_watches(&self) {
+        self.apiserver.accept_watches();
     }
 
     /// Every request the API server answered so far (see [`crate::apiserver::RequestRecord`]).

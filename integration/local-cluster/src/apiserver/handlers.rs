@@ -425,6 +425,16 @@ fn watch(
         ),
     };
     let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
+    if state.watch_faults.refused.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ));
+    }
+    let mut ended = state.watch_faults.generation.subscribe();
+    let bookmarks = query.get("allowWatchBookmarks") == Some("true");
+    let bookmark_interval = state.settings.bookmark_interval.max(Duration::from_millis(10));
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let line = |value: Value| Ok(Bytes::from(format!("{value}\n")));
     match state.store.watch(kind, namespace, since) {
@@ -446,16 +456,39 @@ fn watch(
                     }
                 }
                 let mut live = start.live;
+                // Every change up to `progress` has been sent or was out of scope: a bookmark
+                // never carries a resourceVersion past an event the client has not seen.
+                let mut progress = start.resource_version;
                 let deadline = tokio::time::sleep(Duration::from_secs(timeout));
                 tokio::pin!(deadline);
+                let mut bookmark = tokio::time::interval_at(
+                    tokio::time::Instant::now() + bookmark_interval,
+                    bookmark_interval,
+                );
                 loop {
                     let change = tokio::select! {
                         () = &mut deadline => return,
                         () = tx.closed() => return,
+                        _ = ended.changed() => return,
+                        _ = bookmark.tick(), if bookmarks => {
+                            let event = json!({
+                                "type": "BOOKMARK",
+                                "object": {
+                                    "kind": kind.kind(),
+                                    "apiVersion": "v1",
+                                    "metadata": {"resourceVersion": progress.to_string()},
+                                },
+                            });
+                            if tx.send(line(event)).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         change = live.recv() => change,
                     };
                     match change {
                         Ok(change) => {
+                            progress = change.resource_version;
                             // Backlog and live feed never overlap: the store subscribes under its lock.
                             let in_scope = change.kind == kind
                                 && namespace.as_deref().is_none_or(|ns| ns == change.namespace);

@@ -6,6 +6,13 @@
 //! Objects live in an in-memory store; pods are handed to the node through
 //! [`crate::contract::NodeRuntime`], and the node reports back through the
 //! [`crate::contract::ClusterView`] this server implements.
+//!
+//! Watches behave as kube-apiserver's where clients depend on it: the server remembers the last
+//! [`ApiServerSettings::watch_window`] changes, and a watch from an older resourceVersion gets an
+//! `ERROR` event with `410 Expired` ("too old resource version"), so clients relist;
+//! `allowWatchBookmarks=true` brings `BOOKMARK` events every
+//! [`ApiServerSettings::bookmark_interval`], never past an event not yet sent; and a test can end
+//! every open watch and refuse new ones with 503 ([`ApiServer::end_watches`]), as a restart does.
 
 mod audit;
 mod handlers;
@@ -19,6 +26,7 @@ mod validation;
 use std::{
     net::SocketAddr,
     sync::{Arc, Weak},
+    time::Duration,
 };
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -49,6 +57,13 @@ pub struct ApiServerSettings {
     pub node_name: String,
     /// The address to listen on (port 0 picks a free port).
     pub address: SocketAddr,
+    /// How many changes the server remembers for watches, like kube-apiserver's watch cache and
+    /// etcd compaction: a watch from a resourceVersion older than that gets `410 Gone` ("too old
+    /// resource version"), and the client must list again. Small in tests that force a relist.
+    pub watch_window: usize,
+    /// How often a watch with `allowWatchBookmarks=true` gets a `BOOKMARK` event carrying the
+    /// current resourceVersion (kube-apiserver: about once a minute).
+    pub bookmark_interval: Duration,
 }
 
 impl ApiServerSettings {
@@ -58,9 +73,14 @@ impl ApiServerSettings {
             version,
             node_name: "local-node".to_owned(),
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            watch_window: DEFAULT_WATCH_WINDOW,
+            bookmark_interval: Duration::from_secs(60),
         }
     }
 }
+
+/// The default watch window: a busy namespace outruns it in minutes, as a real watch cache does.
+pub const DEFAULT_WATCH_WINDOW: usize = 1000;
 
 /// Shared state of the server.
 pub(crate) struct State {
@@ -68,7 +88,25 @@ pub(crate) struct State {
     pub(crate) settings: ApiServerSettings,
     pub(crate) node: Arc<dyn NodeRuntime>,
     pub(crate) requests: audit::RequestLog,
+    /// Watch faults a test injects (as an API server restart does to watches).
+    pub(crate) watch_faults: WatchFaults,
     me: Weak<State>,
+}
+
+/// Open watches end when `generation` moves on; new ones are refused with 503 while `refused`.
+#[derive(Debug)]
+pub(crate) struct WatchFaults {
+    pub(crate) generation: tokio::sync::watch::Sender<u64>,
+    pub(crate) refused: std::sync::atomic::AtomicBool,
+}
+
+impl Default for WatchFaults {
+    fn default() -> Self {
+        Self {
+            generation: tokio::sync::watch::Sender::new(0),
+            refused: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 impl std::fmt::Debug for State {
@@ -106,10 +144,11 @@ impl ApiServer {
             .local_addr()
             .map_err(|source| ApiServerError::Bind { address: settings.address, source })?;
         let state = Arc::new_cyclic(|me| State {
-            store: store::Store::new(),
+            store: store::Store::new(settings.watch_window),
             settings,
             node,
             requests: audit::RequestLog::default(),
+            watch_faults: WatchFaults::default(),
             me: me.clone(),
         });
         handlers::bootstrap(&state);
@@ -146,6 +185,19 @@ impl ApiServer {
     /// subresource, namespace, name, response code).
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state.requests.snapshot()
+    }
+
+    /// Ends every open watch stream, as an API server restart does; with `refuse`, new watches
+    /// are answered `503 Service Unavailable` until [`ApiServer::accept_watches`] (clients retry
+    /// with backoff, then resume from their last resourceVersion, or relist after a 410).
+    pub fn end_watches(&self, refuse: bool) {
+        self.state.watch_faults.refused.store(refuse, std::sync::atomic::Ordering::SeqCst);
+        self.state.watch_faults.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts watches again after [`ApiServer::end_watches`] with `refuse`.
+    pub fn accept_watches(&self) {
+        self.state.watch_faults.refused.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Stops accepting requests and ends open streams.

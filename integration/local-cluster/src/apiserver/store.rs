@@ -13,8 +13,8 @@ use std::{
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-/// How many past events a watch can resume from before it gets `410 Gone`.
-const HISTORY_LEN: usize = 4096;
+/// The live feed's buffer: a watcher more than this many changes behind is ended with 410.
+const LIVE_BUFFER: usize = 4096;
 
 /// The kinds this API server stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -146,6 +146,8 @@ struct Inner {
 pub(crate) struct Store {
     inner: Mutex<Inner>,
     changes: broadcast::Sender<Change>,
+    /// How many changes the history keeps (the watch window).
+    window: usize,
 }
 
 /// The start of a watch: the changes to replay, then the live feed.
@@ -153,18 +155,20 @@ pub(crate) struct Store {
 pub(crate) struct WatchStart {
     pub(crate) backlog: Vec<Change>,
     pub(crate) live: broadcast::Receiver<Change>,
-}
-
-impl Default for Store {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// The resourceVersion when the watch started: every change up to it is in `backlog` (or
+    /// out of the watch's scope), every later one comes through `live`.
+    pub(crate) resource_version: u64,
 }
 
 impl Store {
-    pub(crate) fn new() -> Self {
-        let (changes, _) = broadcast::channel(HISTORY_LEN);
-        Self { inner: Mutex::new(Inner { resource_version: 1, ..Inner::default() }), changes }
+    /// A store whose history keeps the last `window` changes (at least one).
+    pub(crate) fn new(window: usize) -> Self {
+        let (changes, _) = broadcast::channel(LIVE_BUFFER);
+        Self {
+            inner: Mutex::new(Inner { resource_version: 1, ..Inner::default() }),
+            changes,
+            window: window.max(1),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -323,7 +327,7 @@ impl Store {
                     .collect()
             }
         };
-        Ok(WatchStart { backlog, live })
+        Ok(WatchStart { backlog, live, resource_version: inner.resource_version })
     }
 
     #[allow(clippy::too_many_arguments)] // reason: one flat record of a change; a struct would only wrap these
@@ -345,7 +349,7 @@ impl Store {
             previous,
             resource_version,
         };
-        if inner.history.len() == HISTORY_LEN {
+        while inner.history.len() >= self.window {
             inner.history.pop_front();
         }
         inner.history.push_back(change.clone());
@@ -391,7 +395,7 @@ mod tests {
 
     #[test]
     fn create_stamps_increasing_resource_versions_and_refuses_duplicates() {
-        let store = Store::new();
+        let store = Store::new(100);
         let a = store.create(Kind::Pod, "default", pod("a")).expect("create a");
         let b = store.create(Kind::Pod, "default", pod("b")).expect("create b");
         let rv = |v: &Value| {
@@ -407,7 +411,7 @@ mod tests {
 
     #[test]
     fn update_with_a_stale_resource_version_is_a_conflict() {
-        let store = Store::new();
+        let store = Store::new(100);
         let a = store.create(Kind::Pod, "default", pod("a")).expect("create");
         let stale = a["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned();
         store
@@ -423,7 +427,7 @@ mod tests {
 
     #[test]
     fn watch_from_a_resource_version_replays_only_later_changes() {
-        let store = Store::new();
+        let store = Store::new(100);
         let a = store.create(Kind::Pod, "default", pod("a")).expect("create");
         let since =
             a["metadata"]["resourceVersion"].as_str().unwrap_or_default().parse().unwrap_or(0);

@@ -189,10 +189,19 @@ pub struct ApiCluster {
 }
 
 pub async fn api_cluster(minor: u32) -> ApiCluster {
+    api_cluster_with(minor, |options| options).await
+}
+
+/// [`api_cluster`] with changed options (a small watch window, a short bookmark interval).
+pub async fn api_cluster_with(
+    minor: u32,
+    configure: impl FnOnce(ClusterOptions) -> ClusterOptions,
+) -> ApiCluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = FakeNode::new(dir.path().to_path_buf());
-    let options =
-        ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor, patch: 0 });
+    let options = configure(
+        ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor, patch: 0 }),
+    );
     let cluster =
         LocalCluster::start_with_runtime(options, node.clone()).await.expect("api server starts");
     let client = cluster.kube_client().await.expect("client");
