@@ -788,3 +788,107 @@ async fn an_exhausted_quota_is_waited_out_and_said_once() {
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }
+
+/// Waits for the job's end and returns how long it took from `since`.
+async fn finished_within(handle: &JobHandle, since: Instant) -> Duration {
+    let state = handle.wait_finished(JOB_WAIT).await;
+    assert!(matches!(state, JobState::Failed | JobState::Success), "{state:?}");
+    since.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
+async fn a_pod_deleted_mid_stage_fails_the_job_within_10_seconds_saying_so() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let job = no_git().script(&["echo started", "sleep 120"]).after_script(&["echo after-ran"]);
+    let handle = e2e.mock.enqueue(&job);
+    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), "default");
+    let name = pods.list(&ListParams::default()).await.expect("list").items[0]
+        .metadata
+        .name
+        .clone()
+        .expect("name");
+    let deleted = Instant::now();
+    // As an operator or a controller would: the pod's own grace period (30 s) applies.
+    pods.delete(&name, &kube::api::DeleteParams::default()).await.expect("delete");
+    let took = finished_within(&handle, deleted).await;
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    println!("pod deleted: the job failed {took:?} later");
+    assert!(took < Duration::from_secs(10), "took {took:?}\n{trace}");
+    assert_eq!(handle.state(), JobState::Failed, "{trace}");
+    let update = handle.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"), "{trace}");
+    assert!(
+        trace.contains(&format!("pod default/{name} was deleted while the job ran")),
+        "{trace}"
+    );
+    assert!(!trace.contains("after-ran"), "after_script cannot run in a deleted pod: {trace}");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_past_the_memory_limit_is_oom_killed_and_the_log_says_so() {
+    let Some(e2e) = E2e::start(33, "memory_limit = \"32Mi\"").await else { return };
+    let job = no_git().script(&[
+        "echo before",
+        "dd if=/dev/zero of=/dev/null bs=96M count=1",
+        "echo not-reached",
+    ]);
+    let (handle, trace) = e2e.run(job).await;
+    assert_eq!(handle.state(), JobState::Failed, "{trace}");
+    let update = handle.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("script_failure"), "{trace}");
+    assert_eq!(update.exit_code, Some(137), "{trace}");
+    assert!(trace.contains("before\n") && !trace.contains("not-reached"), "{trace}");
+    assert!(
+        trace.contains(
+            "the kernel's OOM killer killed a process of the step_script stage: the build container reached its memory limit of 32Mi on node local-node"
+        ),
+        "{trace}"
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
+async fn an_evicted_pod_fails_the_job_within_10_seconds_naming_the_eviction_and_the_node() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let job = no_git().script(&["echo started", "sleep 120"]);
+    let handle = e2e.mock.enqueue(&job);
+    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), "default");
+    let name = pods.list(&ListParams::default()).await.expect("list").items[0]
+        .metadata
+        .name
+        .clone()
+        .expect("name");
+    let evicted = Instant::now();
+    // As `kubectl drain` does: the Eviction API, the pod's own grace period.
+    pods.evict(&name, &kube::api::EvictParams::default()).await.expect("evict");
+    let took = finished_within(&handle, evicted).await;
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    println!("pod evicted: the job failed {took:?} later");
+    assert!(took < Duration::from_secs(10), "took {took:?}\n{trace}");
+    let update = handle.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"), "{trace}");
+    assert!(
+        trace.contains(&format!(
+            "pod default/{name} was disrupted on node local-node while the job ran (EvictionByEvictionAPI: Eviction API: evicting)"
+        )),
+        "{trace}"
+    );
+    e2e.assert_no_pod_left().await;
+    let evictions = e2e
+        .cluster
+        .requests()
+        .iter()
+        .filter(|r| r.subresource.as_deref() == Some("eviction") && r.code == 201)
+        .count();
+    assert_eq!(evictions, 1);
+    e2e.stop().await;
+}

@@ -228,8 +228,40 @@ pub fn starting(pod: &Pod) -> PodProgress {
     PodProgress::Starting { note }
 }
 
-/// Why a running pod can no longer run the job (deleted, evicted, a container gone), if so.
+/// Why the job's pod can no longer run the job, seen through its watch: gone (`None`: deleted
+/// and removed), or [`running_failure`].
+pub fn stage_failure(pod: Option<&Pod>, namespace: &str, name: &str) -> Option<PodFailure> {
+    match pod {
+        None => Some(PodFailure {
+            reason: FailureReason::RunnerSystemFailure,
+            message: format!("pod {namespace}/{name} was deleted while the job ran"),
+        }),
+        Some(pod) => running_failure(pod),
+    }
+}
+
+/// Why a running pod can no longer run the job (deleted, evicted, its build or helper container
+/// gone), if so. A service container that ends does not end the job (its script may not need it
+/// any more).
 pub fn running_failure(pod: &Pod) -> Option<PodFailure> {
+    // The more specific news first: an eviction or preemption marks the pod, then deletes it.
+    if let Some(c) = pod
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+    {
+        return Some(PodFailure {
+            reason: FailureReason::RunnerSystemFailure,
+            message: format!(
+                "pod {} was disrupted on node {} while the job ran ({}: {})",
+                name_of(pod),
+                node_of(pod),
+                c.reason.as_deref().unwrap_or("no reason"),
+                c.message.as_deref().unwrap_or("no message")
+            ),
+        });
+    }
     if pod.metadata.deletion_timestamp.is_some() {
         return Some(PodFailure {
             reason: FailureReason::RunnerSystemFailure,
@@ -237,23 +269,12 @@ pub fn running_failure(pod: &Pod) -> Option<PodFailure> {
         });
     }
     let status = pod.status.as_ref()?;
-    if let Some(c) = status
-        .conditions
+    for s in status
+        .container_statuses
         .iter()
         .flatten()
-        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+        .filter(|s| s.name == "build" || s.name == "helper")
     {
-        return Some(PodFailure {
-            reason: FailureReason::RunnerSystemFailure,
-            message: format!(
-                "pod {} is disrupted: reason {}, message {}",
-                name_of(pod),
-                c.reason.as_deref().unwrap_or_default(),
-                c.message.as_deref().unwrap_or_default()
-            ),
-        });
-    }
-    for s in status.container_statuses.iter().flatten() {
         if let Some(t) = s.state.as_ref().and_then(|st| st.terminated.as_ref()) {
             let reason = t.reason.as_deref().unwrap_or("Error");
             return Some(PodFailure {

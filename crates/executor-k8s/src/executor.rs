@@ -243,6 +243,44 @@ struct JobPod {
     secret: Option<String>,
 }
 
+/// The job-log line for a stage whose processes the kernel OOM-killed: the container, its
+/// memory limit and the node, and how to give it more.
+fn oom_message(pod: &JobPod, state: &StageState) -> String {
+    let container = state.stage.container();
+    let latest = pod.subscription.receiver.borrow();
+    let spec = latest.as_ref().and_then(|p| p.spec.as_ref());
+    let node = spec.and_then(|s| s.node_name.clone()).unwrap_or_else(|| "<unknown>".to_owned());
+    let limit = spec
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
+        .and_then(|c| c.resources.as_ref()?.limits.as_ref()?.get("memory").map(|q| q.0.clone()));
+    let times = if state.oom_kills == 1 {
+        "a process".to_owned()
+    } else {
+        format!("{} processes", state.oom_kills)
+    };
+    match limit {
+        Some(limit) => format!(
+            "the kernel's OOM killer killed {times} of the {} stage: the {container} container reached its memory limit of {limit} on node {node}; raise it (memory_limit for build, helper_memory_limit for helper, or the KUBERNETES_MEMORY_LIMIT variable within memory_limit_overwrite_max_allowed)",
+            state.stage.name()
+        ),
+        None => format!(
+            "the kernel's OOM killer killed {times} of the {} stage in the {container} container on node {node}, which has no memory limit: the node itself ran out of memory",
+            state.stage.name()
+        ),
+    }
+}
+
+impl JobPod {
+    /// Why the pod can no longer run the job, from its latest state in the watch.
+    fn failure(&self) -> Option<classify::PodFailure> {
+        classify::stage_failure(
+            self.subscription.receiver.borrow().as_ref(),
+            &self.namespace,
+            &self.name,
+        )
+    }
+}
+
 impl JobRun<'_> {
     async fn run(self) -> JobOutcome {
         let built = match self.build() {
@@ -546,10 +584,14 @@ impl JobRun<'_> {
             launched: false,
             offset: 0,
             exit_code: None,
+            oom_kills: 0,
         };
         let deadline = (stage == Stage::AfterScript)
             .then(|| Instant::now() + after_script_timeout(&pod.layout, &self.log));
         let result = self.follow_stage(pod, &mut state, text.as_bytes(), deadline).await;
+        if state.oom_kills > 0 {
+            self.log.error(&oom_message(pod, &state));
+        }
         self.log.end(stage.section());
         result.map(Some)
     }
@@ -594,9 +636,7 @@ impl JobRun<'_> {
                     warn!(stage = state.stage.name(), offset = state.offset, error = %message, "stage stream interrupted, resuming");
                 }
             }
-            if let Some(failure) =
-                pod.subscription.receiver.borrow().as_ref().and_then(classify::running_failure)
-            {
+            if let Some(failure) = pod.failure() {
                 return Err(StageStop::Failed(failure));
             }
             tokio::select! {
@@ -667,8 +707,20 @@ impl JobRun<'_> {
         let mut others = Vec::new();
         let mut buf = vec![0_u8; 64 * 1024];
         let mut heard = Instant::now();
+        // The pod's own news: deleted, evicted, a job container ended, while the stream is open
+        // (a deleted pod's containers run on for their grace period).
+        let mut pod_changes = pod.subscription.receiver.clone();
+        let mut pod_watch_open = true;
         while stdout_open || lines_open {
             tokio::select! {
+                changed = pod_changes.changed(), if pod_watch_open => {
+                    if changed.is_err() {
+                        pod_watch_open = false;
+                    } else if let Some(failure) = pod.failure() {
+                        stderr_task.abort();
+                        return Err(FollowError::Stop(StageStop::Failed(failure)));
+                    }
+                }
                 () = tokio::time::sleep_until(heard + stage::STREAM_SILENCE_LIMIT) => {
                     stderr_task.abort();
                     return Err(FollowError::Transient(format!(
@@ -697,6 +749,7 @@ impl JobRun<'_> {
                     }
                     Some(FollowerLine::Written) => heard = Instant::now(),
                     Some(FollowerLine::Exit(code)) => exit = Some(code),
+                    Some(FollowerLine::OomKills(count)) => state.oom_kills = count,
                     Some(FollowerLine::Error(message)) => {
                         stderr_task.abort();
                         return Err(FollowError::Stop(system(format!("stage {}: {message}", state.stage.name()))));
@@ -781,9 +834,7 @@ impl JobRun<'_> {
 
     /// An exec error: final when the pod says why, else worth a retry.
     fn exec_error(&self, pod: &JobPod, container: &str, e: &kube::Error) -> FollowError {
-        if let Some(failure) =
-            pod.subscription.receiver.borrow().as_ref().and_then(classify::running_failure)
-        {
+        if let Some(failure) = pod.failure() {
             return FollowError::Stop(StageStop::Failed(failure));
         }
         FollowError::Transient(format!("exec in container {container:?}: {}", error_chain(e)))

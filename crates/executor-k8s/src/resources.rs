@@ -7,40 +7,9 @@ use k8s_openapi::{
     api::core::v1::ResourceRequirements, apimachinery::pkg::api::resource::Quantity,
 };
 
-use crate::{Error, Result};
+use podrunner_config::quantity::value as quantity_value;
 
-/// A quantity's value as a float (enough precision to compare requests with maxima).
-pub fn quantity_value(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let number_len = text
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(number_len);
-    let base: f64 = number.parse().ok()?;
-    let scale = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exp => {
-            let digits = exp.strip_prefix(['e', 'E'])?;
-            10f64.powi(digits.parse().ok()?)
-        }
-    };
-    Some(base * scale)
-}
+use crate::{Error, Result};
 
 /// One resource setting: the config value, its overwrite maximum and the job variable.
 #[derive(Debug, Clone, Copy)]

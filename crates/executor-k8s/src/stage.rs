@@ -14,6 +14,11 @@
 //!    script detached in its own session with its output going straight to the log file, and
 //!    its exit status written to `<stage>.exit` by rename once it ends.
 //!
+//! The wrapper also counts the kernel's OOM kills in the container's memory cgroup
+//! (`memory.events` on cgroup v2, `memory.oom_control` on v1) around the script; when the
+//! script's processes were OOM-killed it writes the count to `<stage>.exit.oom` and the follower
+//! says `oom=<n>` before the status, so the job log can say the memory limit was reached.
+//!
 //! While the stage is quiet the follower says `alive` on stderr every few seconds, so a stream
 //! that went silent is known to be dead. A follow that is cut (a dropped connection) is started again from the byte offset the
 //! runner has received, without writing the script again (`len` = 0). Cancel sends SIGTERM to
@@ -50,6 +55,7 @@ write-follow)
       fi
       if [ -f "$ex" ]; then
         [ "$(size_of "$log")" -gt "$off" ] && continue
+        [ -f "$ex.oom" ] && echo "oom=$(cat "$ex.oom")" >&2
         echo "exit=$(cat "$ex")" >&2
         exit 0
       fi
@@ -73,7 +79,12 @@ launch)
   : > "$L/$s.log"
   shell=sh
   for c in /usr/local/bin/bash /usr/bin/bash /bin/bash; do [ -x "$c" ] && { shell=$c; break; }; done
-  run='trap : TERM; "$0" "$1" > "$2" 2>&1 < /dev/null; echo $? > "$3.tmp"; mv -f "$3.tmp" "$3"'
+  run='trap : TERM
+k() { for f in /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control; do
+  [ -r "$f" ] && { sed -n "s/^oom_kill //p" "$f"; return; }; done; }
+o=$(k); "$0" "$1" > "$2" 2>&1 < /dev/null; c=$?; a=$(k)
+[ "${a:-0}" -gt "${o:-0}" ] 2>/dev/null && echo $((a - o)) > "$3.oom"
+echo $c > "$3.tmp"; mv -f "$3.tmp" "$3"'
   if command -v setsid > /dev/null 2>&1; then
     setsid sh -c "$run" "$shell" "$S/$s" "$L/$s.log" "$L/$s.exit" < /dev/null > /dev/null 2>&1 &
   else
@@ -157,6 +168,8 @@ pub enum FollowerLine {
     Alive,
     /// The stage ended with this status.
     Exit(i32),
+    /// The kernel OOM-killed this many of the script's processes (said before `Exit`).
+    OomKills(u32),
     /// The follower failed (the message says what).
     Error(String),
     /// Anything else (a shell's own complaint), kept for the error message.
@@ -177,6 +190,12 @@ impl FollowerLine {
             return match code.trim().parse() {
                 Ok(code) => Self::Exit(code),
                 Err(_) => Self::Error(format!("the stage's exit status file holds {code:?}")),
+            };
+        }
+        if let Some(count) = line.strip_prefix("oom=") {
+            return match count.trim().parse() {
+                Ok(count) => Self::OomKills(count),
+                Err(_) => Self::Other(line.to_owned()),
             };
         }
         if let Some(message) = line.strip_prefix("error=") {
@@ -204,6 +223,8 @@ pub struct StageState {
     pub offset: u64,
     /// The exit status, once known.
     pub exit_code: Option<i32>,
+    /// How many of the stage's processes the kernel OOM-killed (known with the status).
+    pub oom_kills: u32,
 }
 
 #[cfg(test)]
@@ -216,6 +237,7 @@ mod tests {
         assert_eq!(FollowerLine::parse("alive\n"), FollowerLine::Alive);
         assert!(PROGRAM.contains(&format!("-ge {KEEPALIVE_POLLS} ]")));
         assert_eq!(FollowerLine::parse("exit=3\n"), FollowerLine::Exit(3));
+        assert_eq!(FollowerLine::parse("oom=2\n"), FollowerLine::OomKills(2));
         assert_eq!(
             FollowerLine::parse("error=the stage log /l/x.log was removed"),
             FollowerLine::Error("the stage log /l/x.log was removed".to_owned())

@@ -12,7 +12,9 @@ use k8s_openapi::{
 };
 use podrunner_config::raw::RawVolumes;
 
-use crate::{resources::quantity_value, vars::Variables};
+use podrunner_config::quantity::value as quantity_value;
+
+use crate::vars::Variables;
 
 /// The directories the pod shares between containers.
 #[derive(Debug, Clone)]

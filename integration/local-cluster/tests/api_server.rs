@@ -13,7 +13,7 @@ use kube::{
     api::{DeleteParams, ListParams, LogParams, PostParams, WatchEvent, WatchParams},
 };
 use serde_json::json;
-use support::{FAKE_INTERVAL_ANNOTATION, api_cluster};
+use support::{FAKE_INTERVAL_ANNOTATION, FAKE_TERMINATION_ANNOTATION, api_cluster};
 
 fn pod_json(name: &str) -> serde_json::Value {
     json!({
@@ -362,6 +362,96 @@ async fn graceful_delete_sets_deletion_timestamp_until_the_node_confirms() {
     assert!(saw_deleted);
     assert_eq!(api_error(pods.get("doomed").await).code, 404);
     assert_eq!(c.node.deletions(), [("default".to_owned(), "doomed".to_owned(), 7)]);
+}
+
+/// The Eviction API as `kubectl drain` uses it: a `DisruptionTarget` condition that survives the
+/// node's status updates, then a graceful deletion; a body naming another pod is refused.
+#[tokio::test]
+async fn eviction_marks_the_pod_as_a_disruption_target_then_deletes_it() {
+    let c = api_cluster(33).await;
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    let mut slow = pod("evicted");
+    slow.metadata.annotations = Some(
+        [
+            (FAKE_INTERVAL_ANNOTATION.to_owned(), "2000".to_owned()),
+            (FAKE_TERMINATION_ANNOTATION.to_owned(), "3000".to_owned()),
+        ]
+        .into(),
+    );
+    pods.create(&PostParams::default(), &slow).await.expect("create");
+    wait_for_phase(&pods, "evicted", "Running").await;
+    let (code, _, body) = raw(
+        &c.client,
+        "POST",
+        "/api/v1/namespaces/default/pods/evicted/eviction",
+        json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "other"}}),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    pods.evict("evicted", &kube::api::EvictParams::default()).await.expect("evict");
+    let pod = pods.get("evicted").await.expect("still terminating");
+    assert!(pod.metadata.deletion_timestamp.is_some());
+    let conditions = pod.status.and_then(|s| s.conditions).unwrap_or_default();
+    let target = conditions.iter().find(|c| c.type_ == "DisruptionTarget").expect("condition");
+    assert_eq!(
+        (target.status.as_str(), target.reason.as_deref()),
+        ("True", Some("EvictionByEvictionAPI"))
+    );
+    // The node reports a new status of its own: the eviction's condition stays.
+    let mut status = pod_status_of(&pods, "evicted").await;
+    status.conditions = Some(vec![k8s_openapi::api::core::v1::PodCondition {
+        type_: "Ready".to_owned(),
+        status: "False".to_owned(),
+        ..Default::default()
+    }]);
+    c.cluster.cluster_view().set_pod_status("default", "evicted", status);
+    let conditions = pod_status_of(&pods, "evicted").await.conditions.unwrap_or_default();
+    let types: Vec<&str> = conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(
+        types,
+        ["Ready", "PodScheduled", "DisruptionTarget"],
+        "only the kubelet's own are replaced"
+    );
+}
+
+async fn pod_status_of(pods: &Api<Pod>, name: &str) -> k8s_openapi::api::core::v1::PodStatus {
+    pods.get(name).await.expect("pod").status.expect("status")
+}
+
+/// As kube-apiserver: deleting a terminating pod again only shortens its grace period (the
+/// deletion timestamp moves back accordingly and the node is told), and a grace of 0 removes it.
+#[tokio::test]
+async fn deleting_a_terminating_pod_again_can_only_shorten_its_grace_period() {
+    let c = api_cluster(33).await;
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    let mut slow = pod("slow");
+    slow.metadata.annotations = Some(
+        [
+            (FAKE_INTERVAL_ANNOTATION.to_owned(), "2000".to_owned()),
+            (FAKE_TERMINATION_ANNOTATION.to_owned(), "60000".to_owned()),
+        ]
+        .into(),
+    );
+    pods.create(&PostParams::default(), &slow).await.expect("create");
+    wait_for_phase(&pods, "slow", "Running").await;
+    let grace = |g| DeleteParams { grace_period_seconds: Some(g), ..DeleteParams::default() };
+    let first = pods.delete("slow", &grace(30)).await.expect("delete").left().expect("pod");
+    let at = first.metadata.deletion_timestamp.clone().expect("timestamp").0;
+    let longer = pods.delete("slow", &grace(60)).await.expect("delete").left().expect("pod");
+    assert_eq!(
+        longer.metadata.deletion_grace_period_seconds,
+        Some(30),
+        "a longer grace is ignored"
+    );
+    assert_eq!(longer.metadata.deletion_timestamp.expect("timestamp").0, at);
+    let shorter = pods.delete("slow", &grace(5)).await.expect("delete").left().expect("pod");
+    assert_eq!(shorter.metadata.deletion_grace_period_seconds, Some(5));
+    let moved = shorter.metadata.deletion_timestamp.expect("timestamp").0;
+    assert_eq!(at.as_second() - moved.as_second(), 25, "{at} -> {moved}");
+    pods.delete("slow", &grace(0)).await.expect("delete");
+    assert_eq!(api_error(pods.get("slow").await).code, 404, "grace 0 removes the pod at once");
+    let told: Vec<i64> = c.node.deletions().iter().map(|d| d.2).collect();
+    assert_eq!(told, [30, 5, 0], "the node hears of every shortening");
 }
 
 #[tokio::test]

@@ -224,6 +224,10 @@ async fn route(
             (Kind::Pod, "log") if *method == Method::GET => {
                 pods::log(state, namespace, name, &query).await
             }
+            (Kind::Pod, "eviction") if *method == Method::POST => {
+                let body = read_body(request).await?;
+                pods::evict(state, namespace, name, &body)
+            }
             (Kind::Pod, "exec" | "attach") if matches!(*method, Method::GET | Method::POST) => {
                 pods::stream(state, namespace, name, sub == "attach", &query, request).await
             }
@@ -967,6 +971,26 @@ fn delete(
     }
 }
 
+/// The conditions the kubelet owns; others (`DisruptionTarget` from an eviction, `PodScheduled`)
+/// are kept when the node reports a new status, as the kubelet's status manager merges them.
+const KUBELET_CONDITIONS: &[&str] =
+    &["Initialized", "Ready", "ContainersReady", "PodReadyToStartContainers"];
+
+fn keep_foreign_conditions(current: &Value, next: &mut Value) {
+    let Some(old) = current.get("conditions").and_then(Value::as_array) else { return };
+    let mut merged = next.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    for condition in old {
+        let type_ = condition.get("type").and_then(Value::as_str).unwrap_or_default();
+        let present = merged.iter().any(|c| c.get("type").and_then(Value::as_str) == Some(type_));
+        if !present && !KUBELET_CONDITIONS.contains(&type_) {
+            merged.push(condition.clone());
+        }
+    }
+    if !merged.is_empty() {
+        next["conditions"] = Value::Array(merged);
+    }
+}
+
 impl ClusterView for State {
     fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
         let object = self.store.get(Kind::Secret, namespace, name)?;
@@ -979,8 +1003,9 @@ impl ClusterView for State {
     }
 
     fn set_pod_status(&self, namespace: &str, name: &str, status: PodStatus) {
-        let Ok(status) = serde_json::to_value(&status) else { return };
+        let Ok(mut status) = serde_json::to_value(&status) else { return };
         let _ = self.store.update(Kind::Pod, namespace, name, None, |pod| {
+            keep_foreign_conditions(&pod["status"], &mut status);
             pod["status"] = status;
             Ok::<(), ()>(())
         });

@@ -194,8 +194,8 @@ pub(crate) fn delete(
         .store
         .get(Kind::Pod, namespace, name)
         .ok_or_else(|| ApiError::not_found(Kind::Pod, name))?;
-    if current.pointer("/metadata/deletionTimestamp").is_some() {
-        return Ok((*current).clone());
+    if let Some(since) = current.pointer("/metadata/deletionTimestamp").and_then(Value::as_str) {
+        return shorten_deletion(state, namespace, name, &current, since, grace);
     }
     let spec_grace = current
         .pointer("/spec/terminationGracePeriodSeconds")
@@ -214,6 +214,93 @@ pub(crate) fn delete(
         return Ok((*removed).clone());
     }
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(grace);
+    let result = state.store.update(Kind::Pod, namespace, name, None, |pod| {
+        pod["metadata"]["deletionTimestamp"] =
+            json!(deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        Ok::<(), ()>(())
+    });
+    let Ok(Ok(stored)) = result else { return Err(ApiError::not_found(Kind::Pod, name)) };
+    tell_node_deleted(state, &node, namespace, name, grace);
+    Ok((*stored).clone())
+}
+
+/// `POST pods/{name}/eviction` (policy/v1 `Eviction`), as kube-apiserver answers it without a
+/// PodDisruptionBudget in the way: the pod gets the `DisruptionTarget` condition (reason
+/// `EvictionByEvictionAPI`), then is deleted with the eviction's grace period (else its own); the
+/// answer is a `201` `Status` of `Success`.
+pub(crate) fn evict(state: &State, namespace: &str, name: &str, body: &[u8]) -> ApiResult {
+    let eviction: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    // Like the API server, a body without apiVersion/kind is taken as the endpoint's own type.
+    if eviction.get("kind").and_then(Value::as_str).is_some_and(|k| k != "Eviction") {
+        return Err(ApiError::bad_request("the request body is not an Eviction"));
+    }
+    if eviction.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+        return Err(ApiError::bad_request(format!(
+            "name in URL does not match name in Eviction object: {name}"
+        )));
+    }
+    let grace = eviction.pointer("/deleteOptions/gracePeriodSeconds").and_then(Value::as_i64);
+    let now = now_rfc3339();
+    let updated = state.store.update(Kind::Pod, namespace, name, None, |pod| {
+        let condition = json!({
+            "type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+            "message": "Eviction API: evicting", "lastTransitionTime": now,
+        });
+        let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conditions: Vec<Value> = conditions
+            .into_iter()
+            .filter(|c| c.get("type").and_then(Value::as_str) != Some("DisruptionTarget"))
+            .collect();
+        conditions.push(condition);
+        pod["status"]["conditions"] = Value::Array(conditions);
+        Ok::<(), ()>(())
+    });
+    if !matches!(updated, Ok(Ok(_))) {
+        return Err(ApiError::not_found(Kind::Pod, name));
+    }
+    delete(state, namespace, name, grace)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        &[],
+    ))
+}
+
+/// A delete of a pod that is already terminating: as kube-apiserver, only a shorter grace period
+/// changes anything. The deletion timestamp moves to the first request's time plus the new grace
+/// (a grace of 0 removes the pod at once) and the node is told again, so it stops the containers
+/// sooner.
+fn shorten_deletion(
+    state: &State,
+    namespace: &str,
+    name: &str,
+    current: &Value,
+    since: &str,
+    grace: Option<i64>,
+) -> ApiResult<Value> {
+    let old_grace = current
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let Some(grace) = grace.map(|g| g.max(0)).filter(|g| *g < old_grace) else {
+        return Ok(current.clone());
+    };
+    let node = Arc::clone(&state.node);
+    if grace == 0 {
+        let removed = state
+            .store
+            .delete(Kind::Pod, namespace, name)
+            .map_err(|_| ApiError::not_found(Kind::Pod, name))?;
+        tell_node_deleted(state, &node, namespace, name, 0);
+        return Ok((*removed).clone());
+    }
+    let deadline = chrono::DateTime::parse_from_rfc3339(since)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now())
+        - chrono::Duration::seconds(old_grace)
+        + chrono::Duration::seconds(grace);
     let result = state.store.update(Kind::Pod, namespace, name, None, |pod| {
         pod["metadata"]["deletionTimestamp"] =
             json!(deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));

@@ -25,11 +25,12 @@ use std::{
 use k8s_cri::v1::{
     AttachRequest, ContainerConfig, ContainerMetadata, ContainerStatusRequest,
     CreateContainerRequest, ExecRequest, ImageSpec, ImageStatusRequest, KeyValue,
-    LinuxContainerConfig, LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig,
-    PodSandboxMetadata, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig, ListPodSandboxRequest,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -1000,7 +1001,7 @@ impl Worker {
             stdin_once: container.stdin_once == Some(true),
             tty: container.tty == Some(true),
             linux: Some(LinuxContainerConfig {
-                resources: None,
+                resources: Some(linux_resources(container)),
                 security_context: Some(security::container_security_context(
                     &self.pod,
                     container,
@@ -1010,6 +1011,41 @@ impl Worker {
             ..Default::default()
         })
     }
+}
+
+/// The kubelet's cgroup settings for a container: the memory limit in bytes (the kernel OOM-kills
+/// past it), CPU shares from the request (the limit when there is none), a CFS quota from the
+/// limit over a 100 ms period, and on cgroup v2 whole-container OOM kills.
+fn linux_resources(container: &Container) -> LinuxContainerResources {
+    const PERIOD: i64 = 100_000;
+    let resources = container.resources.as_ref();
+    let get = |which: Option<&std::collections::BTreeMap<String, Quantity>>, name: &str| {
+        which.and_then(|m| m.get(name)).and_then(|q| podrunner_config::quantity::value(&q.0))
+    };
+    let limits = resources.and_then(|r| r.limits.as_ref());
+    let requests = resources.and_then(|r| r.requests.as_ref());
+    let cpu_limit = get(limits, "cpu");
+    let cpu_request = get(requests, "cpu").or(cpu_limit);
+    #[allow(clippy::cast_possible_truncation)] // reason: quantities fit i64 bytes and millicores
+    let to_i64 = |v: f64| v.ceil() as i64;
+    LinuxContainerResources {
+        cpu_period: if cpu_limit.is_some() { PERIOD } else { 0 },
+        cpu_quota: cpu_limit.map_or(0, |c| to_i64(c * PERIOD as f64).max(1000)),
+        cpu_shares: cpu_request.map_or(2, |c| to_i64(c * 1024.0).max(2)),
+        memory_limit_in_bytes: get(limits, "memory").map_or(0, to_i64),
+        // Kubernetes 1.28+ on cgroup v2: an OOM kill takes the whole container (the kubelet's
+        // default, singleProcessOOMKill=false); cgroup v1 kills only the largest process.
+        unified: if cgroup_v2() {
+            [("memory.oom.group".to_owned(), "1".to_owned())].into()
+        } else {
+            std::collections::HashMap::new()
+        },
+        ..LinuxContainerResources::default()
+    }
+}
+
+fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
 impl std::fmt::Debug for Worker {

@@ -28,6 +28,9 @@ use podrunner_local_cluster::{
 /// Annotation of a fake-node pod: milliseconds between two log lines (default 0).
 pub const FAKE_INTERVAL_ANNOTATION: &str = "fake-node.local/interval-ms";
 
+/// Annotation of a fake-node pod: milliseconds its deletion takes on the node (default 50).
+pub const FAKE_TERMINATION_ANNOTATION: &str = "fake-node.local/termination-ms";
+
 /// A fake node for API-level tests: no containers run. Each container of a created pod is
 /// reported Running at once, its `args` are written one per line to a CRI-format log file
 /// (one line every `fake-node.local/interval-ms`), then it is reported terminated with exit
@@ -37,6 +40,7 @@ pub struct FakeNode {
     dir: PathBuf,
     logs: Mutex<BTreeMap<(String, String, String), PathBuf>>,
     deleted: Mutex<Vec<(String, String, i64)>>,
+    termination: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl FakeNode {
@@ -70,6 +74,15 @@ impl NodeRuntime for FakeNode {
             .and_then(|a| a.get(FAKE_INTERVAL_ANNOTATION))
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
+        if let Some(ms) = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(FAKE_TERMINATION_ANNOTATION))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            self.termination.lock().expect("lock").insert((namespace.clone(), name.clone()), ms);
+        }
         let mut files = Vec::new();
         for container in &spec.containers {
             let path = self.dir.join(format!("{namespace}_{name}_{}.log", container.name));
@@ -151,8 +164,15 @@ impl NodeRuntime for FakeNode {
             grace_period_seconds,
         ));
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        let ms = self
+            .termination
+            .lock()
+            .expect("lock")
+            .get(&(namespace.clone(), name.clone()))
+            .copied()
+            .unwrap_or(50);
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             cluster.pod_terminated(&namespace, &name);
         });
     }
