@@ -160,6 +160,35 @@ fn config_errors_go_to_stderr_in_check_config_format_and_exit_1() {
     assert!(err.contains(": error: "), "{err}");
 }
 
+/// A value the API server would refuse stops render-pod with the same located diagnostics as
+/// check-config, and no pod.
+#[test]
+fn a_value_kubernetes_would_refuse_stops_render_pod_as_check_config_does() {
+    let dir = scratch("api-rules");
+    let config = write(
+        &dir,
+        "config.toml",
+        "[[runners]]\nname = \"r\"\nurl = \"https://x\"\ntoken = \"t\"\nexecutor = \"kubernetes\"\n[runners.kubernetes]\nimage = \"alpine\"\nnamespace = \"CI_Jobs\"\n[[runners.kubernetes.host_aliases]]\nip = \"999.1.1.1\"\nhostnames = [\"db\"]\n",
+    );
+    let path = config.to_str().expect("utf-8 path");
+    let rendered = runner(&["render-pod", "--config", path]);
+    let checked = runner(&["check-config", "--config", path]);
+    assert_eq!(rendered.status.code(), Some(1), "stdout: {}", stdout(&rendered));
+    assert_eq!(checked.status.code(), Some(1));
+    assert!(rendered.stdout.is_empty(), "no pod on errors");
+    let err = stderr(&rendered);
+    for expected in [
+        "config.toml:8:13: error: a namespace must be at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit; got `CI_Jobs` (IsDNS1123Label)",
+        "config.toml:10:6: error: a host alias IP must be an IPv4 or IPv6 address; got `999.1.1.1` (IsValidIP)",
+    ] {
+        assert!(err.contains(expected), "render-pod: {err}");
+        assert!(
+            stdout(&checked).contains(expected) || stderr(&checked).contains(expected),
+            "check-config"
+        );
+    }
+}
+
 #[test]
 fn config_warnings_are_printed_and_the_pod_is_still_rendered() {
     let dir = scratch("config-warnings");

@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod api_rules;
 pub mod diagnostics;
 mod document;
 pub mod expand;

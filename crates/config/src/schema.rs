@@ -128,6 +128,7 @@ pub fn reference_markdown() -> String {
     );
     let mut seen = BTreeSet::new();
     write_table(&mut out, root, root, "(top level)", &mut seen);
+    out.push_str(&crate::api_rules::reference_markdown());
     out.push_str(&crate::upstream::reference_markdown());
     out
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::{
+    api_rules::{self, Breach, Field, Part, Rule},
     diagnostics::{Diagnostic, KeyPath, Severity, line_column},
     document::Document,
     load::suggest,
@@ -227,6 +228,7 @@ fn validate_kubernetes(
     check_client_files(sink, path, &raw);
     check_volumes(sink, &path.key("volumes"), &raw);
     check_pod_spec_patches(sink, &path.key("pod_spec"), &raw, advanced_pod_spec);
+    check_api_rules(sink, path, &raw);
     for key in raw.pod_labels.keys() {
         if is_runner_gitlab_key(key) {
             sink.warn(
@@ -827,6 +829,132 @@ fn check_volumes(sink: &mut Sink<'_, '_>, path: &KeyPath, raw: &RawKubernetes) {
             path.key("empty_dir").index(i).key("mount_propagation"),
             &v.mount_propagation,
         );
+    }
+}
+
+/// Every field of [`api_rules::FIELDS`] against the rule of its destination: an error where the
+/// API server or the runtime would refuse the pod, a warning for a capability spelt otherwise
+/// than the runtime's canonical name. Values holding a job variable are checked per job.
+fn check_api_rules(sink: &mut Sink<'_, '_>, path: &KeyPath, raw: &RawKubernetes) {
+    let Ok(tree) = serde_json::to_value(raw) else { return };
+    for field in api_rules::FIELDS {
+        let segments: Vec<&str> = field.path.split('.').collect();
+        visit(&tree, &segments, path.clone(), &mut |value, at| match field.part {
+            Part::Value => check_value(sink, field, value, &at),
+            Part::Keys | Part::TolerationKeys => {
+                // Reserved runner.gitlab.com keys are dropped (with their own warning).
+                let keys = value.as_object().into_iter().flat_map(|o| o.keys());
+                for key in keys.filter(|k| !is_runner_gitlab_key(k)) {
+                    check_key(sink, field, key, &at.key(key));
+                }
+            }
+        });
+    }
+}
+
+/// Calls `found` with each value at `segments` below `value` (`*`: every element or entry).
+fn visit(
+    value: &serde_json::Value,
+    segments: &[&str],
+    at: KeyPath,
+    found: &mut dyn FnMut(&serde_json::Value, KeyPath),
+) {
+    let Some((first, rest)) = segments.split_first() else {
+        found(value, at);
+        return;
+    };
+    match (*first, value) {
+        ("*", serde_json::Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                visit(item, rest, at.index(i), found);
+            }
+        }
+        ("*", serde_json::Value::Object(entries)) => {
+            for (key, item) in entries {
+                visit(item, rest, at.key(key), found);
+            }
+        }
+        (key, serde_json::Value::Object(entries)) => {
+            if let Some(item) = entries.get(key) {
+                visit(item, rest, at.key(key), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_value(sink: &mut Sink<'_, '_>, field: &Field, value: &serde_json::Value, at: &KeyPath) {
+    match value {
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_value(sink, field, item, &at.index(i));
+            }
+        }
+        serde_json::Value::String(text) => check_text(sink, field, text, at, false),
+        serde_json::Value::Number(n) => check_text(sink, field, &n.to_string(), at, false),
+        _ => {}
+    }
+}
+
+fn check_key(sink: &mut Sink<'_, '_>, field: &Field, key: &str, at: &KeyPath) {
+    if field.part == Part::TolerationKeys {
+        let (name, value) = key.split_once('=').unwrap_or((key, ""));
+        if !name.is_empty() {
+            check_text(sink, field, name, at, true);
+        }
+        if let Some(message) = Rule::LabelValue.check("a toleration value", value) {
+            sink.push(Severity::Error, at, true, message);
+        }
+        return;
+    }
+    check_text(sink, field, key, at, true);
+}
+
+fn check_text(sink: &mut Sink<'_, '_>, field: &Field, text: &str, at: &KeyPath, at_key: bool) {
+    if api_rules::is_per_job(text) || (text.is_empty() && field.rule != Rule::Id) {
+        return;
+    }
+    if api_rules::is_placeholder(text) {
+        if !field.rule.accepts(text) {
+            sink.push(
+                Severity::Warning,
+                at,
+                at_key,
+                format!("`{text}` looks like a template or an example's placeholder, not {}: render or replace it before use (the API server refuses it as it is)", field.what),
+            );
+        }
+        return;
+    }
+    if field.rule == Rule::Capability
+        && let Some(canonical) = api_rules::canonical_capability(text)
+    {
+        if canonical != text {
+            sink.push(
+                Severity::Warning,
+                at,
+                at_key,
+                format!("capability `{text}` is sent as `{canonical}`, its canonical name; write `{canonical}`"),
+            );
+        }
+        return;
+    }
+    let Some(message) = field.rule.check(field.what, text) else { return };
+    match field.breach {
+        Breach::Refused => {
+            sink.push(Severity::Error, at, at_key, format!("{message} ({})", field.rule.mirrors()));
+        }
+        Breach::Mended => sink.push(
+            Severity::Warning,
+            at,
+            at_key,
+            format!("{message}; it is sent as `{}`", api_rules::to_dns1123_label(text)),
+        ),
+        Breach::Sanitized => sink.push(
+            Severity::Warning,
+            at,
+            at_key,
+            format!("{message}; it is sent as `{}`", api_rules::sanitize_label(text)),
+        ),
     }
 }
 

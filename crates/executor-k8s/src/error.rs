@@ -179,6 +179,17 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A value known only per job (a job variable in a config value, a `KUBERNETES_*_OVERWRITE`
+    /// variable) breaks the rule the API server or the runtime applies to it.
+    #[error("{message} (in the pod's {field}, from {source_keys})")]
+    InvalidValue {
+        /// The field of the pod (`metadata.namespace`).
+        field: String,
+        /// Where the value comes from in the config or the job.
+        source_keys: &'static str,
+        /// The rule in plain words and the value.
+        message: String,
+    },
     /// The runner entry has no Kubernetes settings.
     #[error("runner {runner} is not a kubernetes runner")]
     NotKubernetes {

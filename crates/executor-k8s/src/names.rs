@@ -48,35 +48,19 @@ pub fn generated_name(prefix: &str, suffix: &str) -> String {
     if suffix.is_empty() { cut.trim_end_matches('-').to_owned() } else { format!("{cut}-{suffix}") }
 }
 
-/// Sanitises a label value: characters outside `[A-Za-z0-9-_.]` become `_`, leading and
-/// trailing `-_.` are trimmed, at most 63 characters (trimmed again).
+/// Sanitises a label value as upstream does (see [`podrunner_config::api_rules::sanitize_label`]).
 pub fn sanitize_label(value: &str) -> String {
-    let keep = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let edge = |c: char| matches!(c, '-' | '_' | '.');
-    // Every character outside the set becomes `_`, which is itself trimmed at the edges, so the
-    // value is: skip leading edge/foreign characters, take up to 63 mapped characters, trim the end.
-    let mut out = String::with_capacity(value.len().min(63));
-    for c in value.chars().skip_while(|c| !keep(*c) || edge(*c)).take(63) {
-        out.push(if keep(c) { c } else { '_' });
-    }
-    let end = out.trim_end_matches(edge).len();
-    out.truncate(end);
-    out
+    podrunner_config::api_rules::sanitize_label(value)
 }
 
 /// A DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
 pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
+    podrunner_config::api_rules::Rule::Dns1123Label.accepts(s)
 }
 
 /// A DNS-1123 subdomain: dot-separated labels, at most 253 characters.
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    podrunner_config::api_rules::Rule::Dns1123Subdomain.accepts(s)
 }
 
 #[cfg(test)]

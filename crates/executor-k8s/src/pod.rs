@@ -958,6 +958,7 @@ pub(crate) fn build(input: &BuildInput<'_>) -> Result<BuiltPod> {
         status: None,
     };
     log.extend(version::adapt(&mut pod, input.cluster.kubernetes_minor));
+    check_per_job_values(&pod)?;
     let layout = JobLayout {
         scripts_dir: dirs.scripts,
         logs_dir: dirs.logs,
@@ -967,4 +968,90 @@ pub(crate) fn build(input: &BuildInput<'_>) -> Result<BuiltPod> {
         variables: vars.script_variables(),
     };
     Ok(BuiltPod { pod, security: report, job_log: log, layout })
+}
+
+/// The values of the finished pod that may come from a job (an expanded job variable in a config
+/// value, a `KUBERNETES_*_OVERWRITE` variable, the job's images) against the API server's and the
+/// runtime's rules, as the loader checks config values: a job with a value Kubernetes would
+/// refuse fails before anything is created, saying which value and where it comes from.
+fn check_per_job_values(pod: &Pod) -> Result<()> {
+    use podrunner_config::api_rules::Rule;
+    // A template or an example's placeholder is warned about at load; it is sent as written.
+    let check = |rule: Rule, what: &str, value: &str, field: String, source_keys: &'static str| {
+        if podrunner_config::api_rules::is_placeholder(value) {
+            return Ok(());
+        }
+        match rule.check(what, value) {
+            Some(message) => Err(Error::InvalidValue { field, source_keys, message }),
+            None => Ok(()),
+        }
+    };
+    let meta = &pod.metadata;
+    if let Some(namespace) = &meta.namespace {
+        check(
+            Rule::Dns1123Label,
+            "a namespace",
+            namespace,
+            "metadata.namespace".to_owned(),
+            "namespace or KUBERNETES_NAMESPACE_OVERWRITE",
+        )?;
+    }
+    let Some(spec) = &pod.spec else { return Ok(()) };
+    if let Some(account) = spec.service_account_name.as_deref().filter(|a| !a.is_empty()) {
+        check(
+            Rule::Dns1123Subdomain,
+            "a service account name",
+            account,
+            "spec.serviceAccountName".to_owned(),
+            "service_account or KUBERNETES_SERVICE_ACCOUNT_OVERWRITE",
+        )?;
+    }
+    let containers = spec.init_containers.iter().flatten().chain(&spec.containers);
+    for c in containers {
+        let image = c.image.as_deref().unwrap_or_default();
+        check(
+            Rule::ImageReference,
+            &format!("the image of container {:?}", c.name),
+            image,
+            format!("container {:?} image", c.name),
+            "the job's image or services, image, helper_image or services in the config",
+        )?;
+    }
+    for (key, value) in spec.node_selector.iter().flatten() {
+        check(
+            Rule::QualifiedName,
+            "a node selector key",
+            key,
+            "spec.nodeSelector".to_owned(),
+            "node_selector or KUBERNETES_NODE_SELECTOR_*",
+        )?;
+        check(
+            Rule::LabelValue,
+            "a node selector value",
+            value,
+            format!("spec.nodeSelector[{key:?}]"),
+            "node_selector or KUBERNETES_NODE_SELECTOR_*",
+        )?;
+    }
+    for (key, _) in meta.annotations.iter().flatten() {
+        check(
+            Rule::QualifiedName,
+            "a pod annotation key",
+            key,
+            "metadata.annotations".to_owned(),
+            "pod_annotations or KUBERNETES_POD_ANNOTATIONS_*",
+        )?;
+    }
+    for volume in &spec.volumes.clone().unwrap_or_default() {
+        if let Some(claim) = &volume.persistent_volume_claim {
+            check(
+                Rule::Dns1123Subdomain,
+                "a persistent volume claim's name",
+                &claim.claim_name,
+                format!("volume {:?} claimName", volume.name),
+                "volumes.pvc name",
+            )?;
+        }
+    }
+    Ok(())
 }

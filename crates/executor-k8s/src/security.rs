@@ -136,6 +136,19 @@ pub fn container_context(
             drop.clone_from(d);
         }
     }
+    // The runtime's spelling (`NET_ADMIN` for `CAP_NET_ADMIN` or `net_admin`), as the loader
+    // says; a name no kernel has stays as written (the loader refused it already).
+    let canonical = |list: &mut Vec<String>| {
+        for c in list.iter_mut() {
+            if let Some(name) = podrunner_config::api_rules::canonical_capability(c) {
+                *c = name;
+            }
+        }
+        list.sort();
+        list.dedup();
+    };
+    canonical(&mut add);
+    canonical(&mut drop);
     let capabilities = (!add.is_empty() || !drop.is_empty()).then(|| Capabilities {
         add: (!add.is_empty()).then_some(add),
         drop: (!drop.is_empty()).then_some(drop),

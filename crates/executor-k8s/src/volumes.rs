@@ -40,7 +40,7 @@ fn mount(
     vars: &Variables,
 ) -> VolumeMount {
     VolumeMount {
-        name: name.to_owned(),
+        name: volume_name(name),
         mount_path: path,
         sub_path: sub_path.map(|s| vars.expand(s)).filter(|s| !s.is_empty()),
         read_only: read_only.filter(|r| *r),
@@ -62,7 +62,15 @@ fn items(map: &BTreeMap<String, String>) -> Option<Vec<KeyToPath>> {
 }
 
 fn volume(name: &str) -> Volume {
-    Volume { name: name.to_owned(), ..Volume::default() }
+    Volume { name: volume_name(name), ..Volume::default() }
+}
+
+/// A volume's name in the pod: the configured name as a DNS-1123 label, which Kubernetes
+/// requires (`empty_dir` becomes `empty-dir`; the loader warns about it). The name is internal
+/// to the pod (mounts refer to it), so the change costs nothing; the objects a volume refers to
+/// (a Secret, a ConfigMap, a claim) keep their configured names.
+fn volume_name(name: &str) -> String {
+    podrunner_config::api_rules::to_dns1123_label(name)
 }
 
 /// Whether a mount path is the builds dir (trailing slashes aside).

@@ -671,3 +671,41 @@ fn images_and_services_outside_the_allow_lists_are_refused() {
         "{error}"
     );
 }
+
+/// Values known only per job are checked, after expansion, with the loader's rules: the job
+/// fails before anything is created, naming the value, the pod field and where it comes from.
+#[test]
+fn per_job_values_the_api_would_refuse_fail_the_job_with_the_loaders_rule() {
+    let loaded = config(&format!(
+        "{RUNNER}[runners.kubernetes]\nimage = \"alpine\"\nnamespace_overwrite_allowed = \".*\"\n"
+    ));
+    let with_vars = |vars: &str, image: &str| {
+        job(&format!(
+            r#"{{"id": 1, "token": "t", "image": {{"name": "{image}"}}, "variables": [{vars}]}}"#
+        ))
+    };
+    let overwrite =
+        r#"{"key": "KUBERNETES_NAMESPACE_OVERWRITE", "value": "CI_Jobs", "public": true}"#;
+    let error = try_render(&loaded, &with_vars(overwrite, "alpine"), LATEST, &PatchFiles::new())
+        .expect_err("refused");
+    assert!(error.is_configuration());
+    assert_eq!(
+        error.to_string(),
+        "a namespace must be at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit; got `CI_Jobs` (in the pod's metadata.namespace, from namespace or KUBERNETES_NAMESPACE_OVERWRITE)"
+    );
+    let fine = r#"{"key": "KUBERNETES_NAMESPACE_OVERWRITE", "value": "ci-jobs", "public": true}"#;
+    render(&loaded, &with_vars(fine, "alpine"), LATEST);
+
+    let registry =
+        r#"{"key": "REGISTRY", "value": "Registry.Example.com:5000/Team", "public": true}"#;
+    let error =
+        try_render(&loaded, &with_vars(registry, "$REGISTRY/app:1"), LATEST, &PatchFiles::new())
+            .expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .starts_with("the image of container \"build\" must be an image reference"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("got `Registry.Example.com:5000/Team/app:1`"), "{error}");
+}
