@@ -386,6 +386,37 @@ pub const FIELDS: &[Field] = &[
         SelectorOperator,
     ),
     field(
+        "affinity.*.*.*.label_selector.match_labels",
+        Keys,
+        "a label selector key",
+        QualifiedName,
+    ),
+    field(
+        "affinity.*.*.*.label_selector.match_labels.*",
+        Value,
+        "a label selector value",
+        LabelValue,
+    ),
+    field(
+        "affinity.*.*.*.pod_affinity_term.label_selector.match_labels",
+        Keys,
+        "a label selector key",
+        QualifiedName,
+    ),
+    field(
+        "affinity.*.*.*.pod_affinity_term.label_selector.match_labels.*",
+        Value,
+        "a label selector value",
+        LabelValue,
+    ),
+    field("affinity.*.*.*.namespaces", Value, "an affinity namespace", Dns1123Label),
+    field(
+        "affinity.*.*.*.pod_affinity_term.namespaces",
+        Value,
+        "an affinity namespace",
+        Dns1123Label,
+    ),
+    field(
         "affinity.pod_affinity.required_during_scheduling_ignored_during_execution.*.topology_key",
         Value,
         "a topology key",

@@ -198,6 +198,24 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "match_expressions[0].operator",
         "a node affinity operator must be In, NotIn, Exists, DoesNotExist, Gt or Lt",
     ),
+    (
+        "[[runners.kubernetes.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"kubernetes.io/hostname\"\nnamespaces = [\"CI\"]",
+        "[[runners.kubernetes.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"kubernetes.io/hostname\"\nnamespaces = [\"ci\"]",
+        "namespaces[0]",
+        "an affinity namespace must be",
+    ),
+    (
+        "[[runners.kubernetes.affinity.pod_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"zone name\"",
+        "[[runners.kubernetes.affinity.pod_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"topology.kubernetes.io/zone\"",
+        "topology_key",
+        "a topology key must be",
+    ),
+    (
+        "[[runners.kubernetes.affinity.pod_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"zone\"\n[runners.kubernetes.affinity.pod_affinity.required_during_scheduling_ignored_during_execution.label_selector.match_labels]\napp = \"ci job\"",
+        "[[runners.kubernetes.affinity.pod_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"zone\"\n[runners.kubernetes.affinity.pod_affinity.required_during_scheduling_ignored_during_execution.label_selector.match_labels]\napp = \"ci-job\"",
+        "match_labels.app",
+        "a label selector value must be",
+    ),
 ];
 
 #[test]
