@@ -259,6 +259,9 @@ pub enum Breach {
     Mended,
     /// The pod builder sends the value sanitised as upstream does (pod label values).
     Sanitized,
+    /// The API server refuses the pod, but upstream's own documented examples write such values,
+    /// so the file must still load: a warning that says every job will fail.
+    Warned,
 }
 
 /// One config field and the rule of its destination.
@@ -409,13 +412,20 @@ pub const FIELDS: &[Field] = &[
         "a label selector value",
         LabelValue,
     ),
-    field("affinity.*.*.*.namespaces", Value, "an affinity namespace", Dns1123Label),
-    field(
-        "affinity.*.*.*.pod_affinity_term.namespaces",
-        Value,
-        "an affinity namespace",
-        Dns1123Label,
-    ),
+    Field {
+        path: "affinity.*.*.*.namespaces",
+        part: Value,
+        what: "an affinity namespace",
+        rule: Dns1123Label,
+        breach: Breach::Warned,
+    },
+    Field {
+        path: "affinity.*.*.*.pod_affinity_term.namespaces",
+        part: Value,
+        what: "an affinity namespace",
+        rule: Dns1123Label,
+        breach: Breach::Warned,
+    },
     field(
         "affinity.pod_affinity.required_during_scheduling_ignored_during_execution.*.topology_key",
         Value,
@@ -465,6 +475,9 @@ pub fn reference_markdown() -> String {
             Breach::Refused => "error",
             Breach::Mended => "warning; sent as a DNS-1123 label",
             Breach::Sanitized => "warning; sent sanitised, as upstream",
+            Breach::Warned => {
+                "warning (upstream's documented examples write such values); the API server refuses the pod"
+            }
         };
         let _ = writeln!(
             out,

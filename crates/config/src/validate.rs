@@ -949,6 +949,15 @@ fn check_text(sink: &mut Sink<'_, '_>, field: &Field, text: &str, at: &KeyPath, 
             at_key,
             format!("{message}; it is sent as `{}`", api_rules::to_dns1123_label(text)),
         ),
+        Breach::Warned => sink.push(
+            Severity::Warning,
+            at,
+            at_key,
+            format!(
+                "{message} ({}): the API server refuses such a pod, so every job of this runner would fail at pod creation",
+                field.rule.mirrors()
+            ),
+        ),
         Breach::Sanitized => sink.push(
             Severity::Warning,
             at,

@@ -199,12 +199,6 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "a node affinity operator must be In, NotIn, Exists, DoesNotExist, Gt or Lt",
     ),
     (
-        "[[runners.kubernetes.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"kubernetes.io/hostname\"\nnamespaces = [\"CI\"]",
-        "[[runners.kubernetes.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"kubernetes.io/hostname\"\nnamespaces = [\"ci\"]",
-        "namespaces[0]",
-        "an affinity namespace must be",
-    ),
-    (
         "[[runners.kubernetes.affinity.pod_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"zone name\"",
         "[[runners.kubernetes.affinity.pod_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"topology.kubernetes.io/zone\"",
         "topology_key",
@@ -285,5 +279,22 @@ fn names_the_builder_mends_are_warnings_that_say_what_is_sent() {
             "capability `CAP_NET_ADMIN` is sent as `NET_ADMIN`, its canonical name; write `NET_ADMIN`",
             "capability `sys_ptrace` is sent as `SYS_PTRACE`, its canonical name; write `SYS_PTRACE`",
         ]
+    );
+}
+
+/// Upstream's documented affinity example names namespaces `namespace_1`: Kubernetes refuses
+/// such a pod, but the file must load as upstream's does, so it is a warning that says so.
+#[test]
+fn affinity_namespaces_kubernetes_refuses_are_a_warning_saying_every_job_would_fail() {
+    let got = diagnostics(&runner(
+        "[[runners.kubernetes.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution]]\ntopology_key = \"kubernetes.io/hostname\"\nnamespaces = [\"namespace_1\", \"ci\"]",
+    ));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].0, Severity::Warning);
+    assert!(got[0].3.ends_with("namespaces[0]"), "{}", got[0].3);
+    assert!(
+        got[0].4.ends_with("every job of this runner would fail at pod creation"),
+        "{}",
+        got[0].4
     );
 }
