@@ -14,8 +14,14 @@
 //!
 //! and from the local API server's request log, the requests per job (pods: create, execs,
 //! delete) against the goal of 4 + 2 × stages, and the requests shared by all jobs (version,
-//! list and watch). Exits 1 when a goal is missed: first line ≤ 1 s after the pod runs, missing
-//! profile ≤ 5 s, requests per job ≤ 4 + 2 × 3.
+//! list and watch).
+//!
+//! Then the load phase: 50 jobs at once in one runner process (`concurrent = 50`), reporting the
+//! runner's peak RSS and CPU time per job (from `/proc`), the API requests per job and the jobs'
+//! wall time against one job's (phase 1).
+//!
+//! Exits 1 when a goal is missed: first line ≤ 1 s after the pod runs, missing profile ≤ 5 s,
+//! requests per job ≤ 4 + 2 × 3, all 50 load jobs succeed with a peak RSS ≤ 64 MB.
 #![allow(clippy::print_stdout, reason = "a bench reports on the terminal")]
 
 use std::collections::BTreeMap;
@@ -28,6 +34,9 @@ use podrunner_local_cluster::cluster::{self, ClusterOptions, LocalCluster};
 use podrunner_local_cluster::runner_process::RunnerProcess;
 
 const JOBS: usize = 20;
+const LOAD_JOBS: usize = 50;
+/// The load phase's memory goal.
+const LOAD_RSS_GOAL: u64 = 64 * 1024 * 1024;
 const MISSING_PROFILE_JOBS: usize = 5;
 /// get_sources, step_script, cleanup_file_variables.
 const STAGES: usize = 3;
@@ -78,8 +87,12 @@ async fn stop_runner(mut runner: RunnerProcess) -> Vec<serde_json::Value> {
 }
 
 fn config(mock: &MockCoordinator, extra: &str) -> String {
+    config_with(mock, 1, extra)
+}
+
+fn config_with(mock: &MockCoordinator, concurrent: usize, extra: &str) -> String {
     format!(
-        "concurrent = 1\ncheck_interval = 1\n\
+        "concurrent = {concurrent}\ncheck_interval = 1\n\
          [[runners]]\nname = \"bench\"\nurl = \"{}\"\ntoken = \"{}\"\nexecutor = \"kubernetes\"\n\
          [runners.kubernetes]\nnamespace = \"default\"\nimage = \"localhost/busybox:latest\"\n\
          helper_image = \"localhost/helper:latest\"\npull_policy = \"if-not-present\"\n\
@@ -187,6 +200,8 @@ async fn run() -> ExitCode {
         "Running noticed -> first line of the script",
         spans(&e, "pod running", "stage output started step_script"),
     );
+    let (single_job_wall, _) =
+        report("one job alone: pickup -> end", spans(&e, "job received", "job ended"));
     let pod_requests: Vec<_> = requests
         .iter()
         .filter(|r| r.resource == "pods" && (r.name.is_some() || r.verb == "create"))
@@ -254,6 +269,7 @@ async fn run() -> ExitCode {
         );
         ok = false;
     }
+    ok &= load_phase(&cluster, &mock, &config_path, single_job_wall).await;
     cluster.shutdown().await;
     if ok {
         println!("ok: every end-to-end goal met");
@@ -261,4 +277,77 @@ async fn run() -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// 50 jobs at once in one runner process: peak RSS, CPU per job, requests per job, wall times.
+async fn load_phase(
+    cluster: &LocalCluster,
+    mock: &MockCoordinator,
+    config_path: &std::path::Path,
+    single_job_wall: f64,
+) -> bool {
+    std::fs::write(config_path, config_with(mock, LOAD_JOBS, "")).expect("write config");
+    let before = cluster.requests().len();
+    let handles: Vec<_> = (0..LOAD_JOBS)
+        .map(|i| {
+            mock.enqueue(
+                &MockJob::new(format!("load-{i}"))
+                    .image("localhost/busybox:latest")
+                    .variable("GIT_STRATEGY", "none")
+                    .script(&["echo first-line", "sleep 2"]),
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let runner = start_runner(config_path, cluster.kubeconfig_path());
+    let mut usage = (0, 0.0);
+    let deadline = started + Duration::from_secs(600);
+    while handles.iter().any(|h| !matches!(h.state(), JobState::Success | JobState::Failed))
+        && std::time::Instant::now() < deadline
+    {
+        if let Some(now) = runner.usage() {
+            usage = now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(now) = runner.usage() {
+        usage = now;
+    }
+    let all_wall = started.elapsed().as_secs_f64();
+    let succeeded = handles.iter().filter(|h| h.state() == JobState::Success).count();
+    let log = stop_runner(runner).await;
+    let e = events(&log);
+    println!(
+        "load: {LOAD_JOBS} jobs at once in one runner process, {succeeded} succeeded, all done in {all_wall:.1} s"
+    );
+    let (wall_median, wall_p95) =
+        report("each job under load: pickup -> end", spans(&e, "job received", "job ended"));
+    let pod_requests = cluster.requests()[before..]
+        .iter()
+        .filter(|r| r.resource == "pods" && (r.name.is_some() || r.verb == "create"))
+        .count();
+    let per_job = pod_requests as f64 / LOAD_JOBS as f64;
+    let (rss, cpu) = usage;
+    println!(
+        "load: peak RSS {:.1} MB (goal <= {} MB), CPU {:.0} ms per job, {per_job:.1} API requests per job, job wall time {:.2}x one job alone (median; p95 {:.2}x)",
+        rss as f64 / 1048576.0,
+        LOAD_RSS_GOAL / 1048576,
+        cpu / LOAD_JOBS as f64 * 1e3,
+        wall_median / single_job_wall,
+        wall_p95 / single_job_wall
+    );
+    let mut ok = true;
+    if succeeded != LOAD_JOBS {
+        println!("FAIL: {} of {LOAD_JOBS} load jobs did not succeed", LOAD_JOBS - succeeded);
+        ok = false;
+    }
+    if rss == 0 || rss > LOAD_RSS_GOAL {
+        println!("FAIL: peak RSS {rss} bytes");
+        ok = false;
+    }
+    if per_job > (4 + 2 * STAGES) as f64 {
+        println!("FAIL: {per_job:.1} API requests per job under load");
+        ok = false;
+    }
+    ok
 }

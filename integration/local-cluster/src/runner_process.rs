@@ -68,6 +68,29 @@ impl RunnerProcess {
         text
     }
 
+    /// The process's peak resident memory (`VmHWM`, bytes) and CPU time used so far (user and
+    /// system, seconds), from `/proc`; `None` once it has exited.
+    pub fn usage(&self) -> Option<(u64, f64)> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the `(comm)`: state is the 3rd field overall, utime the 14th, stime the
+        // 15th; /proc reports them in USER_HZ (100 per second on Linux).
+        let after = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some((kib * 1024, ticks as f64 / 100.0))
+    }
+
     /// Sends SIGTERM (a graceful shutdown: running jobs may finish).
     pub fn terminate(&self) {
         if let Some(pid) = self.child.id() {
