@@ -892,3 +892,40 @@ async fn an_evicted_pod_fails_the_job_within_10_seconds_naming_the_eviction_and_
     assert_eq!(evictions, 1);
     e2e.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
+async fn a_pod_deleted_before_it_runs_fails_the_job_at_once_not_at_poll_timeout() {
+    // A Secret volume whose Secret does not exist keeps the pod in ContainerCreating.
+    let Some(e2e) = E2e::start(
+        33,
+        "[[runners.kubernetes.volumes.secret]]\nname = \"absent\"\nmount_path = \"/absent\"",
+    )
+    .await
+    else {
+        return;
+    };
+    let handle = e2e.mock.enqueue(&no_git().script(&["echo never"]));
+    assert!(handle.wait_trace_contains(b"Waiting for pod", JOB_WAIT).await, "{}", e2e.runner_log());
+    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), "default");
+    let name = pods.list(&ListParams::default()).await.expect("list").items[0]
+        .metadata
+        .name
+        .clone()
+        .expect("name");
+    let deleted = Instant::now();
+    pods.delete(&name, &kube::api::DeleteParams::default()).await.expect("delete");
+    let took = finished_within(&handle, deleted).await;
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    println!("pod deleted before it ran: the job failed {took:?} later");
+    assert!(took < Duration::from_secs(10), "took {took:?} (poll_timeout is 60 s)\n{trace}");
+    let update = handle.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"), "{trace}");
+    assert!(
+        trace.contains(&format!("pod default/{name} was deleted while the job ran")),
+        "{trace}"
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}

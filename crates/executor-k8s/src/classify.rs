@@ -232,11 +232,16 @@ pub fn starting(pod: &Pod) -> PodProgress {
 /// and removed), or [`running_failure`].
 pub fn stage_failure(pod: Option<&Pod>, namespace: &str, name: &str) -> Option<PodFailure> {
     match pod {
-        None => Some(PodFailure {
-            reason: FailureReason::RunnerSystemFailure,
-            message: format!("pod {namespace}/{name} was deleted while the job ran"),
-        }),
+        None => Some(deleted(namespace, name)),
         Some(pod) => running_failure(pod),
+    }
+}
+
+/// The pod is gone from the watch: deleted and removed.
+pub fn deleted(namespace: &str, name: &str) -> PodFailure {
+    PodFailure {
+        reason: FailureReason::RunnerSystemFailure,
+        message: format!("pod {namespace}/{name} was deleted while the job ran"),
     }
 }
 
@@ -244,6 +249,14 @@ pub fn stage_failure(pod: Option<&Pod>, namespace: &str, name: &str) -> Option<P
 /// gone), if so. A service container that ends does not end the job (its script may not need it
 /// any more).
 pub fn running_failure(pod: &Pod) -> Option<PodFailure> {
+    if let Some(failure) = disruption(pod) {
+        return Some(failure);
+    }
+    running_container_failure(pod)
+}
+
+/// Whether the pod was evicted, preempted or deleted: its job cannot run there, started or not.
+pub fn disruption(pod: &Pod) -> Option<PodFailure> {
     // The more specific news first: an eviction or preemption marks the pod, then deletes it.
     if let Some(c) = pod
         .status
@@ -268,6 +281,11 @@ pub fn running_failure(pod: &Pod) -> Option<PodFailure> {
             message: format!("pod {} was deleted while the job ran", name_of(pod)),
         });
     }
+    None
+}
+
+/// The build or helper container ended, or the pod reached a final phase.
+fn running_container_failure(pod: &Pod) -> Option<PodFailure> {
     let status = pod.status.as_ref()?;
     for s in status
         .container_statuses
@@ -398,6 +416,22 @@ mod tests {
             "{}",
             f.message
         );
+    }
+
+    #[test]
+    fn a_deleted_or_evicted_pod_is_a_disruption_whether_it_runs_or_not() {
+        let mut p = pod(json!({"phase": "Pending"}));
+        assert_eq!(disruption(&p), None);
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        let f = disruption(&p).expect("deleted");
+        assert!(f.message.contains("was deleted while the job ran"), "{}", f.message);
+        let p = pod(
+            json!({"phase": "Pending", "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler", "message": "preempted"}]}),
+        );
+        let f = disruption(&p).expect("preempted");
+        assert!(f.message.contains("(PreemptionByScheduler: preempted)"), "{}", f.message);
     }
 
     #[test]

@@ -520,8 +520,18 @@ impl JobRun<'_> {
         // An adopted pod may have changed before the subscription saw it: one GET.
         let mut current =
             if pod.adopted { pod.api.get_opt(&pod.name).await.ok().flatten() } else { None };
+        let mut seen = false;
         loop {
-            if let Some(p) = current.as_ref().or(receiver.borrow_and_update().as_ref()).cloned() {
+            let latest = current.as_ref().or(receiver.borrow_and_update().as_ref()).cloned();
+            if latest.is_none() && seen {
+                // Seen, then gone from the watch: deleted before it ran.
+                return Err(StageStop::Failed(classify::deleted(&pod.namespace, &pod.name)));
+            }
+            if let Some(p) = latest {
+                seen = true;
+                if let Some(failure) = classify::disruption(&p) {
+                    return Err(StageStop::Failed(failure));
+                }
                 match classify::starting(&p) {
                     PodProgress::Ready { node } => return Ok(node),
                     PodProgress::Failed(f) => return Err(StageStop::Failed(f)),
