@@ -136,6 +136,14 @@ impl E2e {
         })
     }
 
+    /// The job's pod (the only one in `default`) and its name.
+    async fn the_pod(&self) -> (Api<Pod>, String) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "default");
+        let listed = pods.list(&ListParams::default()).await.expect("list pods").items;
+        let name = listed.first().and_then(|p| p.metadata.name.clone()).expect("a job pod");
+        (pods, name)
+    }
+
     /// Waits until no pod is left in the cluster.
     async fn assert_no_pod_left(&self) {
         let pods: Api<Pod> = Api::all(self.client.clone());
@@ -803,12 +811,7 @@ async fn a_pod_deleted_mid_stage_fails_the_job_within_10_seconds_saying_so() {
     let job = no_git().script(&["echo started", "sleep 120"]).after_script(&["echo after-ran"]);
     let handle = e2e.mock.enqueue(&job);
     assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
-    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), "default");
-    let name = pods.list(&ListParams::default()).await.expect("list").items[0]
-        .metadata
-        .name
-        .clone()
-        .expect("name");
+    let (pods, name) = e2e.the_pod().await;
     let deleted = Instant::now();
     // As an operator or a controller would: the pod's own grace period (30 s) applies.
     pods.delete(&name, &kube::api::DeleteParams::default()).await.expect("delete");
@@ -860,12 +863,7 @@ async fn an_evicted_pod_fails_the_job_within_10_seconds_naming_the_eviction_and_
     let job = no_git().script(&["echo started", "sleep 120"]);
     let handle = e2e.mock.enqueue(&job);
     assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
-    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), "default");
-    let name = pods.list(&ListParams::default()).await.expect("list").items[0]
-        .metadata
-        .name
-        .clone()
-        .expect("name");
+    let (pods, name) = e2e.the_pod().await;
     let evicted = Instant::now();
     // As `kubectl drain` does: the Eviction API, the pod's own grace period.
     pods.evict(&name, &kube::api::EvictParams::default()).await.expect("evict");
@@ -907,12 +905,7 @@ async fn a_pod_deleted_before_it_runs_fails_the_job_at_once_not_at_poll_timeout(
     };
     let handle = e2e.mock.enqueue(&no_git().script(&["echo never"]));
     assert!(handle.wait_trace_contains(b"Waiting for pod", JOB_WAIT).await, "{}", e2e.runner_log());
-    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), "default");
-    let name = pods.list(&ListParams::default()).await.expect("list").items[0]
-        .metadata
-        .name
-        .clone()
-        .expect("name");
+    let (pods, name) = e2e.the_pod().await;
     let deleted = Instant::now();
     pods.delete(&name, &kube::api::DeleteParams::default()).await.expect("delete");
     let took = finished_within(&handle, deleted).await;

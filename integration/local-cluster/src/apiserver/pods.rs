@@ -204,16 +204,37 @@ pub(crate) fn delete(
     let grace = grace.unwrap_or(spec_grace).max(0);
     let phase = current.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
     let immediate = grace == 0 || matches!(phase, "Succeeded" | "Failed");
-    let node = Arc::clone(&state.node);
     if immediate {
-        let removed = state
-            .store
-            .delete(Kind::Pod, namespace, name)
-            .map_err(|_| ApiError::not_found(Kind::Pod, name))?;
-        tell_node_deleted(state, &node, namespace, name, 0);
-        return Ok((*removed).clone());
+        return remove_now(state, namespace, name);
     }
-    let deadline = chrono::Utc::now() + chrono::Duration::seconds(grace);
+    mark_deleted(
+        state,
+        namespace,
+        name,
+        chrono::Utc::now() + chrono::Duration::seconds(grace),
+        grace,
+    )
+}
+
+/// Removes the pod from the store at once (a grace period of 0) and tells the node.
+fn remove_now(state: &State, namespace: &str, name: &str) -> ApiResult<Value> {
+    let removed = state
+        .store
+        .delete(Kind::Pod, namespace, name)
+        .map_err(|_| ApiError::not_found(Kind::Pod, name))?;
+    tell_node_deleted(state, &Arc::clone(&state.node), namespace, name, 0);
+    Ok((*removed).clone())
+}
+
+/// Sets the pod's deletion timestamp and grace period and tells the node to stop it within the
+/// grace period.
+fn mark_deleted(
+    state: &State,
+    namespace: &str,
+    name: &str,
+    deadline: chrono::DateTime<chrono::Utc>,
+    grace: i64,
+) -> ApiResult<Value> {
     let result = state.store.update(Kind::Pod, namespace, name, None, |pod| {
         pod["metadata"]["deletionTimestamp"] =
             json!(deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
@@ -221,7 +242,7 @@ pub(crate) fn delete(
         Ok::<(), ()>(())
     });
     let Ok(Ok(stored)) = result else { return Err(ApiError::not_found(Kind::Pod, name)) };
-    tell_node_deleted(state, &node, namespace, name, grace);
+    tell_node_deleted(state, &Arc::clone(&state.node), namespace, name, grace);
     Ok((*stored).clone())
 }
 
@@ -287,29 +308,15 @@ fn shorten_deletion(
     let Some(grace) = grace.map(|g| g.max(0)).filter(|g| *g < old_grace) else {
         return Ok(current.clone());
     };
-    let node = Arc::clone(&state.node);
     if grace == 0 {
-        let removed = state
-            .store
-            .delete(Kind::Pod, namespace, name)
-            .map_err(|_| ApiError::not_found(Kind::Pod, name))?;
-        tell_node_deleted(state, &node, namespace, name, 0);
-        return Ok((*removed).clone());
+        return remove_now(state, namespace, name);
     }
     let deadline = chrono::DateTime::parse_from_rfc3339(since)
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_else(|_| chrono::Utc::now())
         - chrono::Duration::seconds(old_grace)
         + chrono::Duration::seconds(grace);
-    let result = state.store.update(Kind::Pod, namespace, name, None, |pod| {
-        pod["metadata"]["deletionTimestamp"] =
-            json!(deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-        Ok::<(), ()>(())
-    });
-    let Ok(Ok(stored)) = result else { return Err(ApiError::not_found(Kind::Pod, name)) };
-    tell_node_deleted(state, &node, namespace, name, grace);
-    Ok((*stored).clone())
+    mark_deleted(state, namespace, name, deadline, grace)
 }
 
 /// Records (or counts again) a kubelet event about a pod.
