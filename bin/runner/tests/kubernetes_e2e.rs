@@ -804,8 +804,28 @@ async fn finished_within(handle: &JobHandle, since: Instant) -> Duration {
     since.elapsed()
 }
 
-#[tokio::test(flavor = "multi_thread")]
+/// The end of every pod-fault test: the job failed within 10 s of `since` as a system failure
+/// whose log says `expected`; prints the delay (`event` names the fault) and returns the trace.
 #[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
+async fn assert_system_failure_soon(
+    handle: &JobHandle,
+    since: Instant,
+    event: &str,
+    expected: &str,
+) -> String {
+    let took = finished_within(handle, since).await;
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(handle, &trace);
+    println!("{event}: the job failed {took:?} later");
+    assert!(took < Duration::from_secs(10), "took {took:?} after {event}\n{trace}");
+    assert_eq!(handle.state(), JobState::Failed, "{trace}");
+    let update = handle.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"), "{trace}");
+    assert!(trace.contains(expected), "{trace}");
+    trace
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_pod_deleted_mid_stage_fails_the_job_within_10_seconds_saying_so() {
     let Some(e2e) = E2e::start(33, "").await else { return };
     let job = no_git().script(&["echo started", "sleep 120"]).after_script(&["echo after-ran"]);
@@ -815,18 +835,8 @@ async fn a_pod_deleted_mid_stage_fails_the_job_within_10_seconds_saying_so() {
     let deleted = Instant::now();
     // As an operator or a controller would: the pod's own grace period (30 s) applies.
     pods.delete(&name, &kube::api::DeleteParams::default()).await.expect("delete");
-    let took = finished_within(&handle, deleted).await;
-    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
-    save_trace(&handle, &trace);
-    println!("pod deleted: the job failed {took:?} later");
-    assert!(took < Duration::from_secs(10), "took {took:?}\n{trace}");
-    assert_eq!(handle.state(), JobState::Failed, "{trace}");
-    let update = handle.final_update().expect("final update");
-    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"), "{trace}");
-    assert!(
-        trace.contains(&format!("pod default/{name} was deleted while the job ran")),
-        "{trace}"
-    );
+    let expected = format!("pod default/{name} was deleted while the job ran");
+    let trace = assert_system_failure_soon(&handle, deleted, "pod deleted", &expected).await;
     assert!(!trace.contains("after-ran"), "after_script cannot run in a deleted pod: {trace}");
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
@@ -857,7 +867,6 @@ async fn a_script_past_the_memory_limit_is_oom_killed_and_the_log_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
 async fn an_evicted_pod_fails_the_job_within_10_seconds_naming_the_eviction_and_the_node() {
     let Some(e2e) = E2e::start(33, "").await else { return };
     let job = no_git().script(&["echo started", "sleep 120"]);
@@ -867,19 +876,10 @@ async fn an_evicted_pod_fails_the_job_within_10_seconds_naming_the_eviction_and_
     let evicted = Instant::now();
     // As `kubectl drain` does: the Eviction API, the pod's own grace period.
     pods.evict(&name, &kube::api::EvictParams::default()).await.expect("evict");
-    let took = finished_within(&handle, evicted).await;
-    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
-    save_trace(&handle, &trace);
-    println!("pod evicted: the job failed {took:?} later");
-    assert!(took < Duration::from_secs(10), "took {took:?}\n{trace}");
-    let update = handle.final_update().expect("final update");
-    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"), "{trace}");
-    assert!(
-        trace.contains(&format!(
-            "pod default/{name} was disrupted on node local-node while the job ran (EvictionByEvictionAPI: Eviction API: evicting)"
-        )),
-        "{trace}"
+    let expected = format!(
+        "pod default/{name} was disrupted on node local-node while the job ran (EvictionByEvictionAPI: Eviction API: evicting)"
     );
+    assert_system_failure_soon(&handle, evicted, "pod evicted", &expected).await;
     e2e.assert_no_pod_left().await;
     let evictions = e2e
         .cluster
@@ -892,7 +892,6 @@ async fn an_evicted_pod_fails_the_job_within_10_seconds_naming_the_eviction_and_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
 async fn a_pod_deleted_before_it_runs_fails_the_job_at_once_not_at_poll_timeout() {
     // A Secret volume whose Secret does not exist keeps the pod in ContainerCreating.
     let Some(e2e) = E2e::start(
@@ -908,17 +907,9 @@ async fn a_pod_deleted_before_it_runs_fails_the_job_at_once_not_at_poll_timeout(
     let (pods, name) = e2e.the_pod().await;
     let deleted = Instant::now();
     pods.delete(&name, &kube::api::DeleteParams::default()).await.expect("delete");
-    let took = finished_within(&handle, deleted).await;
-    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
-    save_trace(&handle, &trace);
-    println!("pod deleted before it ran: the job failed {took:?} later");
-    assert!(took < Duration::from_secs(10), "took {took:?} (poll_timeout is 60 s)\n{trace}");
-    let update = handle.final_update().expect("final update");
-    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"), "{trace}");
-    assert!(
-        trace.contains(&format!("pod default/{name} was deleted while the job ran")),
-        "{trace}"
-    );
+    let expected = format!("pod default/{name} was deleted while the job ran");
+    let event = "pod deleted before it ran (poll_timeout is 60 s)";
+    assert_system_failure_soon(&handle, deleted, event, &expected).await;
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }

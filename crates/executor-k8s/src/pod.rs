@@ -1042,7 +1042,7 @@ fn check_per_job_values(pod: &Pod) -> Result<()> {
             "pod_annotations or KUBERNETES_POD_ANNOTATIONS_*",
         )?;
     }
-    for volume in &spec.volumes.clone().unwrap_or_default() {
+    for volume in spec.volumes.iter().flatten() {
         if let Some(claim) = &volume.persistent_volume_claim {
             check(
                 Rule::Dns1123Subdomain,
