@@ -734,6 +734,32 @@ async fn a_cut_api_connection_mid_stage_loses_no_byte_and_runs_the_stage_once() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_lost_launch_response_is_retried_without_running_the_stage_twice() {
+    let Some(e2e) = E2e::start_with(33, "", true).await else { return };
+    let proxy = e2e.proxy.as_ref().expect("behind the proxy");
+    // The step_script launch reaches the API server and runs; its answer never arrives.
+    proxy.lose_response(&["command=launch&", "command=step_script"], 1);
+    // Counted after a pause, so that a second run started by the retry would be counted.
+    let job = no_git().script(&[
+        "echo start >> \"$CI_BUILDS_DIR/starts\"; sleep 2; echo \"starts: $(wc -l < \"$CI_BUILDS_DIR/starts\")\"",
+        "echo done",
+    ]);
+    let (handle, trace) = e2e.run(job).await;
+    assert_eq!(handle.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert_eq!(proxy.lost_responses(), 1, "the fault happened: {}", e2e.runner_log());
+    assert!(trace.contains("\nstarts: 1\n"), "{trace}");
+    assert!(!trace.contains("starts: 2"), "the stage ran once: {trace}");
+    assert_eq!(trace.matches("\ndone\n").count(), 1, "{trace}");
+    assert!(
+        e2e.runner_log().contains("launching the stage again"),
+        "the launch was retried: {}",
+        e2e.runner_log()
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_demo_runs_the_feature_requests_cases_and_prints_their_summary() {
     if !available() {
         return;

@@ -826,6 +826,8 @@ impl JobRun<'_> {
                     FollowError::Transient(message) => last = message,
                 },
             }
+            // The launch may have run without its answer reaching us: it is idempotent.
+            warn!(job.id = self.job.id, stage = stage.name(), attempt, error = %last, "no answer from the launch, launching the stage again");
             tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
         }
         Err(FollowError::Stop(system(format!("failed to launch stage {}: {last}", stage.name()))))
