@@ -939,3 +939,63 @@ async fn a_pod_deleted_before_it_runs_fails_the_job_at_once_not_at_poll_timeout(
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }
+
+/// How many pod creates the API server answered with `code`.
+fn pod_creates(e2e: &E2e, code: u16) -> usize {
+    let requests = e2e.cluster.requests();
+    requests
+        .iter()
+        .filter(|r| {
+            r.verb == "create" && r.resource == "pods" && r.subresource.is_none() && r.code == code
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
+async fn an_overloaded_api_server_is_waited_out_with_retry_after_and_one_pod_is_created() {
+    use podrunner_local_cluster::apiserver::Overload;
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let refused = |code: u16| e2e.cluster.requests().iter().filter(|r| r.code == code).count();
+    for (code, retry_after) in [(429, Some(1)), (500, None), (503, Some(1))] {
+        // Every second request is refused for 6 s: the pod's create, the watch, the execs.
+        e2e.cluster.overload(Overload {
+            code,
+            every: 2,
+            retry_after,
+            duration: Duration::from_secs(6),
+        });
+        let before = refused(code);
+        let started = Instant::now();
+        let (handle, trace) = e2e.run(no_git().script(&["echo through"])).await;
+        println!("with every second request answered {code}, the job took {:?}", started.elapsed());
+        assert_eq!(handle.state(), JobState::Success, "{code}: {trace}\n{}", e2e.runner_log());
+        assert!(trace.contains("\nthrough\n"), "{trace}");
+        assert!(refused(code) > before, "the server refused requests with {code}");
+        // The test's own client is not the runner: it waits the overload out.
+        tokio::time::sleep_until((started + Duration::from_secs(6)).into()).await;
+        e2e.assert_no_pod_left().await;
+    }
+    assert_eq!(pod_creates(&e2e, 201), 3, "one pod per job");
+    assert_eq!(pod_creates(&e2e, 409), 0, "no create was executed twice");
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_create_whose_answer_is_lost_is_sent_again_and_the_pod_adopted() {
+    let Some(e2e) = E2e::start_with(33, "", true).await else { return };
+    let proxy = e2e.proxy.as_ref().expect("behind the proxy");
+    // The API server creates the pod; the runner never hears it did.
+    proxy.lose_response(&["POST /api/v1/namespaces/default/pods"], 1);
+    let (handle, trace) = e2e.run(no_git().script(&["echo adopted"])).await;
+    assert_eq!(handle.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert_eq!(proxy.lost_responses(), 1);
+    assert!(trace.contains("\nadopted\n"), "{trace}");
+    let log = e2e.runner_log();
+    assert!(log.contains("a create got no answer, sending it again"), "{log}");
+    assert!(log.contains("adopting the pod this job already created"), "{log}");
+    assert_eq!(pod_creates(&e2e, 201), 1, "one pod");
+    assert_eq!(pod_creates(&e2e, 409), 1, "the replay found it");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}

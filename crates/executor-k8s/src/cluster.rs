@@ -16,6 +16,8 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use podrunner_config::KubernetesConfig;
 use tokio::sync::watch;
 
+use crate::throttle::{ApiRetry, RequestBudget, ThrottleLayer};
+
 /// Errors of connecting to a cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -119,16 +121,26 @@ impl std::fmt::Debug for RunnerCluster {
 }
 
 impl RunnerCluster {
-    /// Builds the client and reads the server's version once.
+    /// Builds the client (its requests take tokens of `budget`, see [`crate::throttle`]) and
+    /// reads the server's version once.
     ///
     /// # Errors
     ///
     /// [`ClusterError`] when no configuration is found or the server does not answer.
-    pub async fn connect(k: &KubernetesConfig) -> Result<Self, ClusterError> {
-        let config = client_config(k).await?;
+    pub async fn connect(
+        k: &KubernetesConfig,
+        budget: Arc<RequestBudget>,
+    ) -> Result<Self, ClusterError> {
+        let mut config = client_config(k).await?;
         let url = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config)
-            .map_err(|e| config_error("the client settings")(Box::new(e)))?;
+        // Our retries instead of kube's: 500 too, and each attempt through the shared budget.
+        config.default_retry = false;
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| config_error("the client settings")(Box::new(e)))?
+            .with_layer(&ThrottleLayer(budget))
+            .with_layer(&tower::buffer::BufferLayer::new(1024))
+            .with_layer(&tower::retry::RetryLayer::new(ApiRetry::default()))
+            .build();
         let cluster = Self {
             client,
             url,

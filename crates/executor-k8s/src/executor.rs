@@ -22,6 +22,7 @@ use crate::classify::{self, PodFailure, PodProgress};
 use crate::cluster::RunnerCluster;
 use crate::script::{self, ScriptOptions, Stage};
 use crate::stage::{self, FollowerLine, StageDirs, StageState};
+use crate::throttle::RequestBudget;
 use crate::{
     BuildInput, ClusterFacts, JobLayout, PatchFiles, PodIdentity, build_pod, credentials, names,
 };
@@ -46,6 +47,8 @@ pub struct KubernetesExecutor {
     /// One cell per fingerprint, so a runner whose cluster is slow to answer never holds up
     /// another runner's jobs.
     clusters: Mutex<HashMap<String, Arc<OnceCell<Arc<RunnerCluster>>>>>,
+    /// The request budget every cluster client of this process shares.
+    budget: Arc<RequestBudget>,
 }
 
 impl KubernetesExecutor {
@@ -65,7 +68,7 @@ impl KubernetesExecutor {
         };
         let cluster = cell
             .get_or_try_init(|| async {
-                let cluster = Arc::new(RunnerCluster::connect(k).await?);
+                let cluster = Arc::new(RunnerCluster::connect(k, Arc::clone(&self.budget)).await?);
                 info!(runner = %runner.name, cluster.url = cluster.url(), kubernetes.minor = cluster.minor(), "connected to the cluster");
                 Ok::<_, crate::cluster::ClusterError>(cluster)
             })
@@ -175,6 +178,30 @@ async fn create_pod(
             .with_code(code.as_u16())
     });
     Err(kube::Error::Api(status.boxed()))
+}
+
+/// How often a create whose answer was lost is sent again.
+const CREATE_REPLAYS: u32 = 3;
+
+/// Sends a create again when its answer was lost (the connection dropped, a timeout): the
+/// server may have executed it, so a replay can get `409 AlreadyExists`, which the callers take
+/// as their own object when it carries this job's labels (every name derives from the job).
+async fn replayed<T, F, Fut>(mut create: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut replays = 0;
+    loop {
+        match create().await {
+            Err(e) if !matches!(e, kube::Error::Api(_)) && replays < CREATE_REPLAYS => {
+                replays += 1;
+                warn!(error = %error_chain(&e), replay = replays, "a create got no answer, sending it again");
+                tokio::time::sleep(Duration::from_millis(250 << replays)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The text of a `Warning` header value (`299 - "text"`, RFC 7234), unquoted.
@@ -863,7 +890,7 @@ impl JobRun<'_> {
         let mut backoff = Duration::from_secs(1);
         let mut said = false;
         loop {
-            match create_pod(self.cluster.client(), namespace, pod).await {
+            match replayed(|| create_pod(self.cluster.client(), namespace, pod)).await {
                 Err(kube::Error::Api(e))
                     if e.code == 403
                         && e.message.contains("exceeded quota")
@@ -917,7 +944,8 @@ impl JobRun<'_> {
             return Ok(None);
         };
         let api: Api<Secret> = Api::namespaced(self.cluster.client().clone(), &namespace);
-        match api.create(&PostParams::default(), &secret).await {
+        let params = PostParams::default();
+        match replayed(|| api.create(&params, &secret)).await {
             Ok(_) => {
                 debug!(secret = %name, "registry credentials secret created");
                 Ok(Some(name))

@@ -26,6 +26,7 @@ pub mod sample;
 pub mod script;
 pub mod security;
 pub mod stage;
+pub mod throttle;
 mod vars;
 pub mod version;
 mod volumes;

@@ -78,9 +78,12 @@ async fn a_pod_deleted_while_the_watch_was_down_is_reported_gone_after_the_relis
         LoadOptions::default(),
     );
     let runner = config.config.expect("config").runners.remove(0);
-    let runner_cluster = RunnerCluster::connect(runner.kubernetes.as_ref().expect("kubernetes"))
-        .await
-        .expect("connect");
+    let runner_cluster = RunnerCluster::connect(
+        runner.kubernetes.as_ref().expect("kubernetes"),
+        std::sync::Arc::default(),
+    )
+    .await
+    .expect("connect");
     let client = cluster.kube_client().await.expect("client");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let watch = runner_cluster.pod_watch("default", "job=watched");

@@ -254,6 +254,11 @@ impl LocalCluster {
         self.apiserver.accept_watches();
     }
 
+    /// Overloads the API server for a while: see [`ApiServer::overload`].
+    pub fn overload(&self, overload: crate::apiserver::Overload) {
+        self.apiserver.overload(overload);
+    }
+
     /// Every request the API server answered so far (see [`crate::apiserver::RequestRecord`]).
     pub fn requests(&self) -> Vec<crate::apiserver::RequestRecord> {
         self.apiserver.requests()

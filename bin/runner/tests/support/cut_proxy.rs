@@ -107,6 +107,9 @@ impl CutProxy {
     }
 }
 
+/// How long a server that sent part of a swallowed answer stays quiet before it is complete.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Copies both ways. HTTP/1.1 clients send a request only once the previous answer arrived, so
 /// every byte the server sends after a matching request belongs to that request's answer.
 async fn forward(
@@ -145,12 +148,24 @@ async fn forward(
     };
     let answers = async {
         let mut buf = vec![0_u8; 64 * 1024];
+        let mut swallowed = false;
         loop {
-            let n = match server_read.read(&mut buf).await {
+            // A kept-alive connection stays open after the answer: once some of the swallowed
+            // answer came and the server went quiet, the answer is complete.
+            let read = if swallowed {
+                match tokio::time::timeout(QUIET, server_read.read(&mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => break,
+                }
+            } else {
+                server_read.read(&mut buf).await
+            };
+            let n = match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             if swallowing.load(Ordering::SeqCst) {
+                swallowed = true;
                 continue;
             }
             if client_write.write_all(&buf[..n]).await.is_err() {

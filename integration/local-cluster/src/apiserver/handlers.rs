@@ -97,6 +97,16 @@ async fn dispatch(
             .and_then(|v| v.to_str().ok())
             .is_some_and(table::wants_table);
     let watch = query.flag("watch");
+    if let Some(refusal) = state.overload_refusal() {
+        let response = refusal.into_response();
+        state.requests.push(super::audit::classify(
+            &method,
+            &path,
+            watch,
+            response.status().as_u16(),
+        ));
+        return response;
+    }
     let response = match route(&state, &method, &path, query, request).await {
         Ok(response) if table && response.status() == StatusCode::OK => as_table(response).await,
         Ok(response) => response,

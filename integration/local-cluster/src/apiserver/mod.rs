@@ -13,6 +13,9 @@
 //! `allowWatchBookmarks=true` brings `BOOKMARK` events every
 //! [`ApiServerSettings::bookmark_interval`], never past an event not yet sent; and a test can end
 //! every open watch and refuse new ones with 503 ([`ApiServer::end_watches`]), as a restart does.
+//! A test can also overload the server ([`ApiServer::overload`]): a share of requests is answered
+//! 429 with `Retry-After`, 500 or 503 before it is handled, as priority and fairness or a slow
+//! etcd does.
 
 mod audit;
 mod handlers;
@@ -90,7 +93,46 @@ pub(crate) struct State {
     pub(crate) requests: audit::RequestLog,
     /// Watch faults a test injects (as an API server restart does to watches).
     pub(crate) watch_faults: WatchFaults,
+    /// An overload a test injects: some requests are refused before they are handled.
+    pub(crate) overload: std::sync::Mutex<Option<ActiveOverload>>,
     me: Weak<State>,
+}
+
+/// An overload of the server: for `duration`, one request in `every` is answered `code`
+/// (429, 500 or 503) before it is handled, with `Retry-After: retry_after` when set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overload {
+    /// The status code refused requests get: 429, 500 or 503.
+    pub code: u16,
+    /// One request in `every` is refused (1: all of them).
+    pub every: u32,
+    /// The `Retry-After` seconds, if the server sends one.
+    pub retry_after: Option<u64>,
+    /// How long the overload lasts from when it is set.
+    pub duration: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct ActiveOverload {
+    overload: Overload,
+    until: std::time::Instant,
+    seen: u32,
+}
+
+impl State {
+    /// The refusal for the next request, while an overload lasts.
+    pub(crate) fn overload_refusal(&self) -> Option<status::ApiError> {
+        let mut active = self.overload.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = active.as_mut()?;
+        if std::time::Instant::now() >= current.until {
+            *active = None;
+            return None;
+        }
+        current.seen += 1;
+        (current.seen % current.overload.every.max(1) == 0).then(|| {
+            status::ApiError::overloaded(current.overload.code, current.overload.retry_after)
+        })
+    }
 }
 
 /// Open watches end when `generation` moves on; new ones are refused with 503 while `refused`.
@@ -149,6 +191,7 @@ impl ApiServer {
             node,
             requests: audit::RequestLog::default(),
             watch_faults: WatchFaults::default(),
+            overload: std::sync::Mutex::new(None),
             me: me.clone(),
         });
         handlers::bootstrap(&state);
@@ -198,6 +241,13 @@ impl ApiServer {
     /// Accepts watches again after [`ApiServer::end_watches`] with `refuse`.
     pub fn accept_watches(&self) {
         self.state.watch_faults.refused.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Overloads the server from now on for `overload.duration` (replacing any overload).
+    pub fn overload(&self, overload: Overload) {
+        let until = std::time::Instant::now() + overload.duration;
+        *self.state.overload.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(ActiveOverload { overload, until, seen: 0 });
     }
 
     /// Stops accepting requests and ends open streams.

@@ -138,6 +138,32 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
 
+    /// An overloaded server's answer: kube-apiserver's priority and fairness sends `429` with a
+    /// `Retry-After`, an etcd timeout is a `500`, a server shutting down a `503`.
+    pub(crate) fn overloaded(code: u16, retry_after: Option<u64>) -> Self {
+        let (code, reason, message) = match code {
+            429 => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            ),
+            503 => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "etcdserver: request timed out",
+            ),
+        };
+        Self {
+            details: retry_after.map(|s| json!({"retryAfterSeconds": s})),
+            ..Self::new(code, reason, message)
+        }
+    }
+
     pub(crate) fn gone(message: impl Into<String>) -> Self {
         Self::new(StatusCode::GONE, "Expired", message)
     }
@@ -208,10 +234,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = self.to_status().to_string();
+        let retry_after = self
+            .details
+            .as_ref()
+            .and_then(|d| d["retryAfterSeconds"].as_u64())
+            .map(HeaderValue::from);
         let mut response = (self.code, body).into_response();
         response
             .headers_mut()
             .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(http::header::RETRY_AFTER, seconds);
+        }
         response
     }
 }
