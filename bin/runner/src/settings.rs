@@ -25,6 +25,23 @@ const CANCEL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// gitlab-runner's file for the install's system id, next to `config.toml`.
 const SYSTEM_ID_FILE: &str = ".runner_system_id";
 
+/// The default state directory (the job journal), next to `config.toml`.
+const STATE_DIR: &str = ".runner_jobs";
+
+/// The state directory: `explicit` (`--state-dir`), else [`STATE_DIR`] beside the config file.
+pub(crate) fn state_dir(config_path: &Path, explicit: Option<&Path>) -> std::path::PathBuf {
+    explicit.map_or_else(
+        || {
+            config_path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join(STATE_DIR)
+        },
+        Path::to_path_buf,
+    )
+}
+
 /// Why a runner cannot be served; each message names the runner, the file and the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal(pub(crate) String);

@@ -31,7 +31,21 @@ struct E2e {
     runner: RunnerProcess,
     /// Between the runner and the API server, when the test cuts connections.
     proxy: Option<CutProxy>,
+    /// The runner's config file and kubeconfig, to start it again.
+    config_path: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
+}
+
+fn start_runner(config: &std::path::Path, kubeconfig: &std::path::Path) -> RunnerProcess {
+    RunnerProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
+        config,
+        kubeconfig,
+        &["--log-level", "debug"],
+        &[],
+    )
+    .expect("start runner run")
 }
 
 #[allow(clippy::print_stdout)] // reason: a skipped test must say so in the test output
@@ -86,15 +100,13 @@ impl E2e {
         };
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let runner = RunnerProcess::start(
-            std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
-            &config_path,
-            &kubeconfig,
-            &["--log-level", "debug"],
-            &[],
-        )
-        .expect("start runner run");
-        Some(Self { cluster, client, mock, runner, proxy, _dir: dir })
+        let runner = start_runner(&config_path, &kubeconfig);
+        Some(Self { cluster, client, mock, runner, proxy, config_path, kubeconfig, _dir: dir })
+    }
+
+    /// Starts the runner again with the same config (after it was killed).
+    fn restart_runner(&mut self) {
+        self.runner = start_runner(&self.config_path, &self.kubeconfig);
     }
 
     fn runner_log(&self) -> String {
@@ -649,7 +661,8 @@ async fn registry_credentials_become_an_image_pull_secret_that_is_deleted_with_t
     let requests = e2e.cluster.requests();
     let on_secrets: Vec<(String, u16)> = requests
         .iter()
-        .filter(|r| r.resource == "secrets")
+        // The job's own requests; the runner's sweep lists secrets at start and every minute.
+        .filter(|r| r.resource == "secrets" && r.verb != "list")
         .map(|r| (r.verb.clone(), r.code))
         .collect();
     assert_eq!(
@@ -996,6 +1009,113 @@ async fn a_pod_create_whose_answer_is_lost_is_sent_again_and_the_pod_adopted() {
     assert!(log.contains("adopting the pod this job already created"), "{log}");
     assert_eq!(pod_creates(&e2e, 201), 1, "one pod");
     assert_eq!(pod_creates(&e2e, 409), 1, "the replay found it");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+/// A pod as if a job of this runner had created it: the runner's labels, `system_id`, job `id`.
+fn pod_of(name: &str, short_token: &str, system_id: &str, job_id: u64) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {
+                "manager.runner.gitlab.com/id-short": short_token,
+                "manager.runner.gitlab.com/system-id": system_id,
+            },
+            "annotations": {"job.runner.gitlab.com/id": job_id.to_string()},
+        },
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "build",
+                "image": "localhost/busybox:latest",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "300"],
+            }],
+        },
+    }))
+    .expect("pod")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured recovery belongs in the test output
+async fn a_runner_killed_mid_job_fails_the_job_at_its_next_start_and_leaves_no_pod() {
+    use kube::api::PostParams;
+    let Some(mut e2e) = E2e::start(33, "").await else { return };
+    let handle = e2e.mock.enqueue(&no_git().script(&["echo started; sleep 300"]));
+    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let (pods, job_pod) = e2e.the_pod().await;
+    let state_dir = e2e.config_path.with_file_name(".runner_jobs");
+    let saved = state_dir.join(format!("job-{}.json", handle.id()));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&saved).expect("the running job is in the journal").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the journal holds the job token: private");
+    e2e.runner.kill();
+    e2e.runner.wait(Duration::from_secs(10)).await.expect("killed");
+    let old_log = e2e.runner_log();
+    // An object of this runner process whose job is not running, and one of another process
+    // sharing the token (a second replica): only the first is swept.
+    let system_id = std::fs::read_to_string(e2e.config_path.with_file_name(".runner_system_id"))
+        .expect("system id file");
+    let short = podrunner_executor_k8s::names::short_token(e2e.mock.runner_token());
+    let short = podrunner_executor_k8s::names::sanitize_label(&short);
+    pods.create(&PostParams::default(), &pod_of("orphan", &short, system_id.trim(), 999))
+        .await
+        .expect("orphan pod");
+    pods.create(&PostParams::default(), &pod_of("other-replica", &short, "s_000000000000", 998))
+        .await
+        .expect("other replica's pod");
+    let restarted = Instant::now();
+    e2e.restart_runner();
+    let state = handle.wait_finished(Duration::from_secs(60)).await;
+    println!(
+        "the job was reported failed {:?} after the runner started again",
+        restarted.elapsed()
+    );
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    assert_eq!(state, JobState::Failed, "{trace}\n{}", e2e.runner_log());
+    assert!(restarted.elapsed() < Duration::from_secs(30), "at once, not at GitLab's timeout");
+    let update = handle.final_update().expect("a final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"));
+    let expected = "ERROR: Job failed (system failure): the runner process that ran this job (pid ";
+    assert!(trace.contains(expected), "{trace}");
+    let cleaned = format!(
+        "ended before the job did; the runner process started after it deleted pod default/{job_pod} of job {} (Running on node local-node)",
+        handle.id()
+    );
+    assert!(trace.contains(&cleaned), "{trace}");
+    assert!(trace.contains("Running with podrunner"), "the earlier log is kept: {trace}");
+    assert!(trace.contains("\nstarted\n"), "the earlier log is kept: {trace}");
+    // The orphan goes, the other replica's pod stays.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let names: Vec<String> = pods
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        if names == ["other-replica"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left: {names:?}\n{}", e2e.runner_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = e2e.runner_log();
+    assert!(log.contains("a job left by an earlier runner process was reported failed"), "{log}");
+    assert!(log.contains("swept objects of jobs that are not running"), "{log}");
+    assert!(!saved.exists(), "the job left the journal");
+    let token = handle.token();
+    assert!(!old_log.contains(&token) && !log.contains(&token), "no job token in the daemon log");
+    pods.delete("other-replica", &kube::api::DeleteParams::default()).await.expect("delete");
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }

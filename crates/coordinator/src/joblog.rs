@@ -743,6 +743,100 @@ impl JobLog {
     }
 }
 
+/// Ends a job this process did not run (one an earlier runner process left behind): appends
+/// `message` as an error line at the end of GitLab's trace (found with a `416`'s `Range`), then
+/// reports the job failed with `runner_system_failure`, without a checksum (the trace before
+/// the message is not known here). Each step is tried at most `attempts` times with backoff.
+///
+/// # Errors
+///
+/// [`Error::JobAborted`] when GitLab no longer takes the job (403/404: canceled, timed out or
+/// erased), [`Error::FinalUpdateExhausted`] when the attempts ran out.
+pub async fn fail_left_job(
+    client: &Client,
+    job: &JobCredentials,
+    message: &str,
+    attempts: u32,
+) -> Result<()> {
+    let line = format!("\n\x1b[31;1mERROR: Job failed (system failure): {message}\x1b[0;m\n");
+    let mut backoff = ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(10))
+        .with_max_times(attempts as usize)
+        .build();
+    let aborted = |status: Option<RemoteJobStatus>| Error::JobAborted {
+        job_id: job.id,
+        job_status: status.map(|s| s.as_str().to_owned()),
+    };
+    let exhausted = |tries: u32, last: Error| Error::FinalUpdateExhausted {
+        job_id: job.id,
+        attempts: tries,
+        last: Box::new(last),
+    };
+    // Not 0: a patch from 0 replaces the trace (`trace_reset`). No trace is this long, so the
+    // first answer is a 416 whose `Range` says where GitLab's trace ends.
+    let mut offset = 1 << 40;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let error = match client.patch_trace(job, offset, line.clone().into_bytes(), false).await {
+            Ok(r) => match r.outcome {
+                PatchOutcome::Accepted => break,
+                PatchOutcome::RangeMismatch { server_offset: Some(end) } if end != offset => {
+                    offset = end;
+                    continue;
+                }
+                PatchOutcome::Forbidden | PatchOutcome::NotFound => {
+                    return Err(aborted(r.hints.job_status));
+                }
+                PatchOutcome::RangeMismatch { .. } => Error::UnexpectedStatus {
+                    endpoint: crate::error::Endpoint::PatchTrace,
+                    status: 416,
+                },
+                PatchOutcome::Failed { status } => {
+                    Error::UnexpectedStatus { endpoint: crate::error::Endpoint::PatchTrace, status }
+                }
+            },
+            Err(e) => e,
+        };
+        let Some(delay) = backoff.next() else { return Err(exhausted(tries, error)) };
+        tokio::time::sleep(delay).await;
+    }
+    let update = JobUpdate {
+        state: JobState::Failed,
+        failure_reason: Some(crate::outcome::FailureReason::RunnerSystemFailure.as_str()),
+        exit_code: None,
+        output: None,
+    };
+    tries = 0;
+    loop {
+        tries += 1;
+        let error = match client.update_job(job, &update).await {
+            Ok(r) => match r.outcome {
+                UpdateOutcome::Done => return Ok(()),
+                UpdateOutcome::Forbidden | UpdateOutcome::NotFound => {
+                    return Err(aborted(r.hints.job_status));
+                }
+                UpdateOutcome::Accepted => Error::UnexpectedStatus {
+                    endpoint: crate::error::Endpoint::UpdateJob,
+                    status: 202,
+                },
+                UpdateOutcome::TraceInvalid => Error::UnexpectedStatus {
+                    endpoint: crate::error::Endpoint::UpdateJob,
+                    status: 412,
+                },
+                UpdateOutcome::Failed { status } => {
+                    Error::UnexpectedStatus { endpoint: crate::error::Endpoint::UpdateJob, status }
+                }
+            },
+            Err(e) => e,
+        };
+        let Some(delay) = backoff.next() else { return Err(exhausted(tries, error)) };
+        tokio::time::sleep(delay).await;
+    }
+}
+
 impl Drop for JobLog {
     fn drop(&mut self) {
         // A log dropped without `finish` stops sending.

@@ -12,7 +12,9 @@ pub use client::{
     RemoteJobStatus, Response, ServerHints, UpdateOutcome, Verification, generate_system_id,
 };
 pub use error::{Endpoint, Error, Result};
-pub use joblog::{FinishReport, JobCancel, JobLog, JobLogConfig, LogWriter, Section};
+pub use joblog::{
+    FinishReport, JobCancel, JobLog, JobLogConfig, LogWriter, Section, fail_left_job,
+};
 pub use mask::Masker;
 pub use outcome::{FailureReason, JobOutcome};
 /// The git commit this build is from (8 hex digits), or `unknown` outside a git checkout.

@@ -19,6 +19,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::capacity::Capacity;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, ExecutorRegistry, RunnerContext};
+use crate::journal::{Journal, JournalEntry};
+use crate::leftovers::RunningSet;
 use crate::metrics::{ErrorLabels, Metrics, RunnerLabels};
 use crate::settings::{DaemonSettings, RunnerSettings};
 
@@ -106,6 +108,10 @@ impl Runner {
         &self.spec.client
     }
 
+    pub(crate) fn url(&self) -> &str {
+        &self.spec.url
+    }
+
     pub(crate) fn executor(&self) -> &Arc<dyn Executor> {
         &self.spec.executor
     }
@@ -172,6 +178,10 @@ pub(crate) struct Shared {
     /// Fires after `shutdown_timeout`: running jobs are canceled.
     pub(crate) interrupt: CancellationToken,
     check_interval_ms: AtomicU64,
+    /// The job journal, when the daemon has a state directory.
+    pub(crate) journal: Option<Journal>,
+    /// The jobs each runner is running now (for the sweep).
+    pub(crate) running: Arc<RunningSet>,
 }
 
 impl Shared {
@@ -202,17 +212,13 @@ fn build_runner(
     };
     let mut info = VersionInfo::podrunner(r.name.clone(), r.executor.clone());
     info.labels = r.labels.clone();
-    let mut config = ClientConfig::new(
-        r.url.clone(),
-        r.token.clone(),
-        r.system_id.clone().unwrap_or_else(generate_system_id),
-        info,
-    );
+    let system_id = r.system_id.clone().unwrap_or_else(generate_system_id);
+    let mut config = ClientConfig::new(r.url.clone(), r.token.clone(), system_id.clone(), info);
     config.tls_ca_pem = r.tls_ca_pem.clone();
     config.observer = Some(metrics.observer(&r.name));
     let client =
         Client::new(config).map_err(|source| Error::Client { runner: r.name.clone(), source })?;
-    let context = RunnerContext { name: r.name.clone(), settings: r.executor_settings };
+    let context = RunnerContext { name: r.name.clone(), settings: r.executor_settings, system_id };
     Ok(RunnerSpec {
         context,
         name: r.name,
@@ -239,6 +245,12 @@ struct Plan {
     check_interval: Duration,
     shutdown_timeout: Duration,
     runners: Vec<RunnerSpec>,
+}
+
+/// The journal and the jobs it holds, read once at start.
+struct Journaled {
+    journal: Option<Journal>,
+    left: Vec<JournalEntry>,
 }
 
 fn plan(
@@ -270,6 +282,7 @@ pub struct Daemon {
     plan: Plan,
     metrics: Arc<Metrics>,
     listen_address: Option<String>,
+    state_dir: Option<std::path::PathBuf>,
     executors: ExecutorRegistry,
 }
 
@@ -296,8 +309,9 @@ impl Daemon {
     pub fn new(settings: DaemonSettings, executors: &ExecutorRegistry) -> Result<Self> {
         let metrics = Arc::new(Metrics::new());
         let listen_address = settings.listen_address.clone();
+        let state_dir = settings.state_dir.clone();
         let plan = plan(settings, executors, &metrics)?;
-        Ok(Self { plan, metrics, listen_address, executors: executors.clone() })
+        Ok(Self { plan, metrics, listen_address, state_dir, executors: executors.clone() })
     }
 
     /// The daemon's metrics.
@@ -310,10 +324,25 @@ impl Daemon {
     /// `shutdown_timeout`, cancels the rest (reported as `runner_interrupted`), waits up to
     /// another `shutdown_timeout` for their final updates, and ends.
     ///
+    /// With a state directory, jobs an earlier process left in its journal are cleaned up and
+    /// reported failed first (in the background), and each runner's executor sweeps objects
+    /// of jobs that are not running at start and every minute.
+    ///
     /// # Errors
     ///
-    /// The metrics listener cannot be bound.
+    /// The metrics listener cannot be bound, or the state directory cannot be created or read.
     pub async fn start(self, shutdown: CancellationToken) -> Result<RunningDaemon> {
+        let journaled = match &self.state_dir {
+            Some(dir) => {
+                let journal = Journal::open(dir)?;
+                let saved = journal.entries()?;
+                for problem in &saved.unreadable {
+                    warn!(problem = %problem, "an unreadable file in the state directory was left alone");
+                }
+                Journaled { journal: Some(journal), left: saved.entries }
+            }
+            None => Journaled { journal: None, left: Vec::new() },
+        };
         let healthy = Arc::new(AtomicBool::new(true));
         let http_stop = CancellationToken::new();
         let metrics_addr = match &self.listen_address {
@@ -337,7 +366,7 @@ impl Daemon {
         let (commands, receiver) = mpsc::channel(4);
         let metrics = Arc::clone(&self.metrics);
         let executors = self.executors.clone();
-        let handle = tokio::spawn(self.run(shutdown, healthy, http_stop, receiver));
+        let handle = tokio::spawn(self.run(shutdown, healthy, http_stop, receiver, journaled));
         Ok(RunningDaemon { metrics_addr, handle, commands, metrics, executors })
     }
 
@@ -347,8 +376,10 @@ impl Daemon {
         healthy: Arc<AtomicBool>,
         http_stop: CancellationToken,
         mut commands: mpsc::Receiver<Command>,
+        journaled: Journaled,
     ) -> ShutdownReport {
         let Plan { concurrent, check_interval, mut shutdown_timeout, runners } = self.plan;
+        let Journaled { journal, mut left } = journaled;
         self.metrics.concurrent.set(i64::try_from(concurrent).unwrap_or(i64::MAX));
         let shared = Arc::new(Shared {
             metrics: Arc::clone(&self.metrics),
@@ -357,14 +388,23 @@ impl Daemon {
             counters: Counters::default(),
             interrupt: CancellationToken::new(),
             check_interval_ms: AtomicU64::new(duration_ms(check_interval)),
+            journal,
+            running: Arc::default(),
         });
         let mut entries: Vec<Entry> = runners
             .into_iter()
             .map(|spec| {
+                let (mine, others) = left
+                    .drain(..)
+                    .partition(|e: &JournalEntry| e.runner == spec.name && e.url == spec.url);
+                left = others;
                 let limit = Capacity::new(spec.limit);
-                Entry::start(Arc::new(Runner { spec, limit }), &shared, &shutdown)
+                Entry::start(Arc::new(Runner { spec, limit }), &shared, &shutdown, mine)
             })
             .collect();
+        for entry in &left {
+            warn!(job.id = entry.job_id, runner = %entry.runner, "a job left by an earlier runner process belongs to no runner of the config; kept");
+        }
         info!(runners = entries.len(), concurrent, "daemon started");
         loop {
             tokio::select! {
@@ -425,9 +465,14 @@ struct Entry {
 }
 
 impl Entry {
-    fn start(runner: Arc<Runner>, shared: &Arc<Shared>, shutdown: &CancellationToken) -> Self {
+    fn start(
+        runner: Arc<Runner>,
+        shared: &Arc<Shared>,
+        shutdown: &CancellationToken,
+        left: Vec<JournalEntry>,
+    ) -> Self {
         let stop = shutdown.child_token();
-        let workers = (0..runner.spec.request_concurrency)
+        let mut workers: Vec<JoinHandle<()>> = (0..runner.spec.request_concurrency)
             .map(|worker| {
                 let span =
                     info_span!("runner", runner.name = %runner.name(), runner.worker = worker);
@@ -437,6 +482,17 @@ impl Entry {
                 )
             })
             .collect();
+        let span = info_span!("housekeeping", runner.name = %runner.name());
+        workers.push(tokio::spawn(
+            crate::leftovers::look_after(
+                Arc::clone(&runner),
+                shared.journal.clone(),
+                left,
+                Arc::clone(&shared.running),
+                stop.clone(),
+            )
+            .instrument(span),
+        ));
         shared
             .metrics
             .limit
@@ -480,12 +536,22 @@ fn reload(
                 limit.set_limit(spec.limit);
                 entry.stop.cancel();
                 report.restarted.push(spec.name.clone());
-                entries.push(Entry::start(Arc::new(Runner { spec, limit }), shared, shutdown));
+                entries.push(Entry::start(
+                    Arc::new(Runner { spec, limit }),
+                    shared,
+                    shutdown,
+                    Vec::new(),
+                ));
             }
             None => {
                 report.added.push(spec.name.clone());
                 let limit = Capacity::new(spec.limit);
-                entries.push(Entry::start(Arc::new(Runner { spec, limit }), shared, shutdown));
+                entries.push(Entry::start(
+                    Arc::new(Runner { spec, limit }),
+                    shared,
+                    shutdown,
+                    Vec::new(),
+                ));
             }
         }
     }

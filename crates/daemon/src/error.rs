@@ -34,6 +34,9 @@ pub enum Error {
     /// The daemon has already ended.
     #[error("the daemon has stopped")]
     Stopped,
+    /// The state directory (the job journal) could not be used.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     /// The metrics listener could not be bound.
     #[error("failed to listen on {address}")]
     Listen {
@@ -53,6 +56,7 @@ impl Error {
             Self::UnknownExecutor { .. } => "unknown_executor",
             Self::Client { .. } => "client",
             Self::Listen { .. } => "listen",
+            Self::Journal(_) => "journal",
             Self::Stopped => "stopped",
         }
     }

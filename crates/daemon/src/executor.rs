@@ -34,7 +34,35 @@ pub trait Executor: Send + Sync + 'static {
         let _ = runner;
         Box::pin(async { Ok(()) })
     }
+
+    /// Cleans up after job `job_id` of `runner`, which an earlier runner process left running
+    /// (it was killed): deletes what the job created. `Ok` says what was found and removed, in
+    /// words for the job log (empty: nothing was left); `Err` says why it could not look. By
+    /// default there is nothing to clean up.
+    fn clean_up_left_job(
+        &self,
+        runner: &RunnerContext,
+        job_id: u64,
+    ) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        let _ = (runner, job_id);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Deletes objects of `runner` created by this runner process (its system id) whose job is
+    /// not running: call `running` *after* listing, so a job that starts meanwhile is never
+    /// swept. Returns what was deleted. By default there is nothing to sweep.
+    fn sweep(
+        &self,
+        runner: &RunnerContext,
+        running: RunningJobs,
+    ) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        let _ = (runner, running);
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
+
+/// The ids of the jobs a runner is running now (each call reads them afresh).
+pub type RunningJobs = Arc<dyn Fn() -> std::collections::HashSet<u64> + Send + Sync>;
 
 /// What an executor learns about the runner a job came from.
 #[derive(Debug, Clone)]
@@ -43,6 +71,9 @@ pub struct RunnerContext {
     pub name: String,
     /// The runner's executor settings, as the binary set them.
     pub settings: ExecutorSettings,
+    /// The system id this process announces for the runner (`.runner_system_id`): executors
+    /// label what they create with it, so that a sweep never touches another process's jobs.
+    pub system_id: String,
 }
 
 /// A runner's executor-specific settings, opaque to the daemon (which knows nothing of

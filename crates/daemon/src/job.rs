@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::capacity::Slot;
 use crate::daemon::{ActiveGuard, Runner, Shared};
+use crate::journal::JournalEntry;
 use crate::metrics::{FailureLabels, OutcomeLabels, RunnerLabels};
 
 fn closing_line(outcome: &JobOutcome) -> String {
@@ -44,6 +45,19 @@ pub(crate) async fn run_job(
     let labels = RunnerLabels { runner: runner.name().to_owned() };
     shared.metrics.jobs_running.get_or_create(&labels).inc();
     info!(job.name = %job.job_info.name, "job received");
+    shared.running.insert(runner.name(), job.id);
+    if let Some(journal) = &shared.journal {
+        let entry = JournalEntry::now(
+            runner.name(),
+            runner.url(),
+            job.id,
+            job.token.clone(),
+            &runner.context().system_id,
+        );
+        if let Err(e) = journal.record(&entry) {
+            warn!(error = %e, "failed to save the job in the journal: a killed runner would leave it to GitLab's timeout");
+        }
+    }
     let log = JobLog::start(runner.client().clone(), &job, runner.job_log().clone());
     let writer = log.writer();
     let cancel = log.cancel();
@@ -122,6 +136,12 @@ pub(crate) async fn run_job(
         .get_or_create(&OutcomeLabels { runner: runner.name().to_owned(), state })
         .inc();
     shared.metrics.jobs_running.get_or_create(&labels).dec();
+    if let Some(journal) = &shared.journal
+        && let Err(e) = journal.forget(job.id)
+    {
+        warn!(error = %e, "failed to remove the job from the journal");
+    }
+    shared.running.remove(runner.name(), job.id);
     info!(job.outcome = outcome.label(), "job ended");
     drop(slots);
 }

@@ -10,11 +10,14 @@ mod daemon;
 pub mod error;
 pub mod executor;
 mod job;
+pub mod journal;
+mod leftovers;
 pub mod metrics;
 mod settings;
 
 pub use daemon::{Daemon, ReloadReport, RunningDaemon, ShutdownReport};
 pub use error::{Error, Result};
-pub use executor::{Executor, ExecutorRegistry, ExecutorSettings, RunnerContext};
+pub use executor::{Executor, ExecutorRegistry, ExecutorSettings, RunnerContext, RunningJobs};
+pub use journal::{Journal, JournalEntry};
 pub use metrics::Metrics;
 pub use settings::{DaemonSettings, RunnerSettings};

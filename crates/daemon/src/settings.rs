@@ -96,6 +96,9 @@ pub struct DaemonSettings {
     pub listen_address: Option<String>,
     /// The runners.
     pub runners: Vec<RunnerSettings>,
+    /// Where the job journal lives (see [`crate::journal`]); `None`: no journal, so a killed
+    /// process leaves its jobs to GitLab's own timeout.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl DaemonSettings {
@@ -108,6 +111,7 @@ impl DaemonSettings {
             shutdown_timeout: Duration::from_secs(30),
             listen_address: None,
             runners,
+            state_dir: None,
         }
     }
 }

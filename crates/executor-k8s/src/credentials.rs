@@ -44,6 +44,10 @@ pub fn registry_secret(
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
             labels: Some(labels.clone()),
+            annotations: Some(BTreeMap::from([(
+                crate::names::JOB_ID_ANNOTATION.to_owned(),
+                job.id.to_string(),
+            )])),
             ..ObjectMeta::default()
         },
         type_: Some("kubernetes.io/dockerconfigjson".to_owned()),

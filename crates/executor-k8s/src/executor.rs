@@ -3,7 +3,7 @@
 //! pod watch (failing at once on a container that cannot start), run the stages with the
 //! protocol of [`crate::stage`], report, and always delete the pod.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, AttachParams, DeleteParams, PostParams};
 use podrunner_config::{KubernetesConfig, RunnerConfig};
 use podrunner_coordinator::{FailureReason, Job, JobCancel, JobOutcome, LogWriter, Section};
-use podrunner_daemon::{Executor, RunnerContext};
+use podrunner_daemon::{Executor, RunnerContext, RunningJobs};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::classify::{self, PodFailure, PodProgress};
 use crate::cluster::RunnerCluster;
+use crate::leftovers::{self, Leftovers};
 use crate::script::{self, ScriptOptions, Stage};
 use crate::stage::{self, FollowerLine, StageDirs, StageState};
 use crate::throttle::RequestBudget;
@@ -77,6 +78,34 @@ impl KubernetesExecutor {
     }
 }
 
+impl KubernetesExecutor {
+    /// The runner's cluster and config, for work outside a job.
+    async fn runner_cluster<'r>(
+        &self,
+        runner: &'r RunnerContext,
+    ) -> Result<(Arc<RunnerCluster>, &'r RunnerConfig, &'r KubernetesConfig), String> {
+        let Some(KubernetesRunner { config, .. }) = runner.settings.get::<KubernetesRunner>()
+        else {
+            return Err(format!("runner {:?} has no kubernetes settings", runner.name));
+        };
+        let Some(k) = config.kubernetes.as_ref() else {
+            return Err(format!("runner {:?} has no [runners.kubernetes] table", runner.name));
+        };
+        let cluster = self.cluster(runner, k).await.map_err(|e| error_chain(&e))?;
+        Ok((cluster, config, k))
+    }
+}
+
+/// The namespace of the config (`namespace`, else `default`).
+fn config_namespace(k: &KubernetesConfig) -> String {
+    k.raw.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_owned())
+}
+
+/// `cleanup_grace_period_seconds`, as the pods' deletion grace.
+fn cleanup_grace(k: &KubernetesConfig) -> Option<u32> {
+    k.raw.cleanup_grace_period_seconds.and_then(|g| u32::try_from(g).ok())
+}
+
 impl Executor for KubernetesExecutor {
     /// Connects on first use; afterwards free while the cluster answers, and one `GET /version`
     /// per call after a request failed to reach it (the version is read again then).
@@ -93,6 +122,53 @@ impl Executor for KubernetesExecutor {
                 return Ok(());
             }
             cluster.probe().await.map_err(|e| error_chain(&e))
+        })
+    }
+
+    /// Deletes the pods and Secrets of job `job_id` (runner label and job-id annotation) in the
+    /// namespace its pod had: `ci-job-<id>` with `namespace_per_job`, else the config's (a
+    /// `KUBERNETES_NAMESPACE_OVERWRITE` of the job is not known after a restart).
+    fn clean_up_left_job(
+        &self,
+        runner: &RunnerContext,
+        job_id: u64,
+    ) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        let runner = runner.clone();
+        Box::pin(async move {
+            let (cluster, config, k) = self.runner_cluster(&runner).await?;
+            let namespace = if k.raw.namespace_per_job == Some(true) {
+                format!("ci-job-{job_id}")
+            } else {
+                config_namespace(k)
+            };
+            let short = config.raw.token.as_deref().map(names::short_token).unwrap_or_default();
+            let leftovers = Leftovers {
+                namespace: &namespace,
+                selector: leftovers::selector(&short, None),
+                grace: cleanup_grace(k),
+            };
+            leftovers.delete(&cluster, Some(job_id), HashSet::new).await
+        })
+    }
+
+    /// Deletes this process's pods and Secrets (runner and system-id labels) in the config's
+    /// namespace whose job is not running.
+    fn sweep(
+        &self,
+        runner: &RunnerContext,
+        running: RunningJobs,
+    ) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        let runner = runner.clone();
+        Box::pin(async move {
+            let (cluster, config, k) = self.runner_cluster(&runner).await?;
+            let namespace = config_namespace(k);
+            let short = config.raw.token.as_deref().map(names::short_token).unwrap_or_default();
+            let leftovers = Leftovers {
+                namespace: &namespace,
+                selector: leftovers::selector(&short, Some(&runner.system_id)),
+                grace: cleanup_grace(k),
+            };
+            leftovers.delete(&cluster, None, || running()).await
         })
     }
 
@@ -130,7 +206,8 @@ impl Executor for KubernetesExecutor {
                     return JobOutcome::system(FailureReason::RunnerSystemFailure, message);
                 }
             };
-            let run = JobRun { config, config_warnings, k, cluster, job, log, cancel };
+            let system_id = runner.system_id.as_str();
+            let run = JobRun { config, config_warnings, k, cluster, job, log, cancel, system_id };
             run.run().await
         })
     }
@@ -254,6 +331,8 @@ struct JobRun<'a> {
     job: Arc<Job>,
     log: LogWriter,
     cancel: JobCancel,
+    /// The runner process's system id (a label on the pod and its Secret).
+    system_id: &'a str,
 }
 
 /// The pod the job runs in.
@@ -330,6 +409,7 @@ impl JobRun<'_> {
         let identity = PodIdentity {
             name_suffix: pod_name_suffix(self.job.id),
             credentials_secret: self.credentials_secret_name(),
+            system_id: Some(self.system_id.to_owned()),
             ..PodIdentity::default()
         };
         let patch_files = PatchFiles::default();
@@ -977,8 +1057,10 @@ impl JobRun<'_> {
                 )),
             }
         }
-        let grace = self.k.raw.cleanup_grace_period_seconds.and_then(|g| u32::try_from(g).ok());
-        let params = DeleteParams { grace_period_seconds: grace, ..DeleteParams::background() };
+        let params = DeleteParams {
+            grace_period_seconds: cleanup_grace(self.k),
+            ..DeleteParams::background()
+        };
         let delete = pod.api.delete(&pod.name, &params);
         match tokio::time::timeout(self.k.cleanup_resources_timeout, delete).await {
             Ok(Ok(_)) => debug!(pod = %pod.name, "pod deleted"),

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod credentials;
 mod error;
 pub mod executor;
+mod leftovers;
 pub mod names;
 pub mod patch;
 mod pod;
@@ -86,6 +87,9 @@ pub struct PodIdentity {
     pub credentials_secret: Option<String>,
     /// The gitlab-runner version of the default helper image tag.
     pub runner_version: String,
+    /// The system id of the runner process, as the `manager.runner.gitlab.com/system-id` label
+    /// (so a sweep only ever deletes its own process's pods); no label when `None`.
+    pub system_id: Option<String>,
 }
 
 impl Default for PodIdentity {
@@ -96,6 +100,7 @@ impl Default for PodIdentity {
             project_runner_id: 0,
             credentials_secret: None,
             runner_version: DEFAULT_HELPER_VERSION.to_owned(),
+            system_id: None,
         }
     }
 }

@@ -1,6 +1,16 @@
 //! Names: the runner's short token, the project-unique pod name prefix, label sanitising and the
 //! DNS-1123 checks Kubernetes applies.
 
+/// The label of the runner configuration (the token's short form) on everything a job creates.
+pub const RUNNER_LABEL: &str = "manager.runner.gitlab.com/id-short";
+
+/// The label of the runner process (its system id) on everything a job creates, as upstream
+/// labels its pause pods.
+pub const SYSTEM_ID_LABEL: &str = "manager.runner.gitlab.com/system-id";
+
+/// The annotation with the job id on a job's pod.
+pub const JOB_ID_ANNOTATION: &str = "job.runner.gitlab.com/id";
+
 /// The runner token without its known prefix, cut to 9 characters (`glrt-t1_abc…` -> `abc…`).
 pub fn short_token(token: &str) -> String {
     let mut rest = token;

@@ -819,9 +819,10 @@ pub(crate) fn build(input: &BuildInput<'_>) -> Result<BuiltPod> {
         ("project.runner.gitlab.com/root-namespace-id", opt_id(job.job_info.root_namespace_id)),
         ("job.runner.gitlab.com/pod", unique.clone()),
         ("manager.runner.gitlab.com/name", runner.raw.name.clone().unwrap_or_default()),
-        ("manager.runner.gitlab.com/id-short", short_token.clone()),
+        (names::RUNNER_LABEL, short_token.clone()),
     ]
     .into_iter()
+    .chain(input.identity.system_id.clone().map(|id| (names::SYSTEM_ID_LABEL, id)))
     .map(|(k, v)| (k.to_owned(), sanitize_label(&v)))
     .collect();
     let user_labels =
@@ -839,7 +840,7 @@ pub(crate) fn build(input: &BuildInput<'_>) -> Result<BuiltPod> {
     }
     let timeout = job.runner_info.timeout.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
     let mut annotations: BTreeMap<String, String> = [
-        ("job.runner.gitlab.com/id", job.id.to_string()),
+        (names::JOB_ID_ANNOTATION, job.id.to_string()),
         (
             "job.runner.gitlab.com/url",
             format!("{}/-/jobs/{}", clean_repo_url(&job.git_info.repo_url), job.id),

@@ -99,6 +99,12 @@ impl RunnerProcess {
         }
     }
 
+    /// Sends SIGKILL: the process ends at once, as after an OOM kill or a lost node, leaving its
+    /// jobs and pods behind.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
     /// Waits for the process to exit, for at most `timeout`.
     pub async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         tokio::time::timeout(timeout, self.child.wait()).await.ok().and_then(Result::ok)

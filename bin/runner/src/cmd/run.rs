@@ -55,7 +55,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         &file.text,
         &file.loaded.diagnostics,
     );
-    let daemon_settings =
+    let mut daemon_settings =
         match settings::daemon_settings(&config, &file.path, &warnings, &registry, &system_id.id) {
             Ok(s) => s,
             Err(refusals) => {
@@ -69,6 +69,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
         };
     system_id.save();
+    daemon_settings.state_dir = Some(settings::state_dir(&file.path, args.state_dir.as_deref()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,0 +1,274 @@
+//! The job journal: one file per running job in the state directory, so that a runner process
+//! that was killed (SIGKILL, OOM, a node lost) leaves behind what the next one needs to end its
+//! jobs in GitLab and clean up after them, instead of GitLab waiting an hour for them.
+//!
+//! Each file, `job-<id>.json`, holds the runner's name and URL, the job id and token, the
+//! system id and pid of the process that ran it and when it started. It is written when a job
+//! is received (to a temporary file, then renamed: a reader never sees half a file) and removed
+//! once the job's final state was reported. The directory is `0700` and the files `0600`: the job
+//! token is a secret, and it never reaches the daemon log.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::{Value, json};
+
+/// The journal's format version (a file of another version is left alone and reported).
+const VERSION: u64 = 1;
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The state directory or a file in it could not be written or read.
+    #[error("failed to {action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One running job, as saved.
+pub struct JournalEntry {
+    /// The runner's name (`name` in `config.toml`).
+    pub runner: String,
+    /// The runner's GitLab URL.
+    pub url: String,
+    /// The job id.
+    pub job_id: u64,
+    /// The job token (a secret).
+    pub job_token: SecretString,
+    /// The system id of the process that ran the job.
+    pub system_id: String,
+    /// The pid of the process that ran the job.
+    pub pid: u32,
+    /// When the job was received (Unix seconds).
+    pub started_unix: u64,
+}
+
+impl std::fmt::Debug for JournalEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalEntry")
+            .field("runner", &self.runner)
+            .field("job_id", &self.job_id)
+            .field("job_token", &"[MASKED]")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JournalEntry {
+    /// An entry for a job received now by this process.
+    pub fn now(
+        runner: &str,
+        url: &str,
+        job_id: u64,
+        job_token: SecretString,
+        system_id: &str,
+    ) -> Self {
+        Self {
+            runner: runner.to_owned(),
+            url: url.to_owned(),
+            job_id,
+            job_token,
+            system_id: system_id.to_owned(),
+            pid: std::process::id(),
+            started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "version": VERSION,
+            "runner": self.runner,
+            "url": self.url,
+            "job_id": self.job_id,
+            "job_token": self.job_token.expose_secret(),
+            "system_id": self.system_id,
+            "pid": self.pid,
+            "started_unix": self.started_unix,
+        })
+    }
+
+    fn from_json(value: &Value) -> Option<Self> {
+        if value["version"].as_u64() != Some(VERSION) {
+            return None;
+        }
+        let text = |key: &str| value[key].as_str().map(str::to_owned);
+        Some(Self {
+            runner: text("runner")?,
+            url: text("url")?,
+            job_id: value["job_id"].as_u64()?,
+            job_token: SecretString::from(text("job_token")?),
+            system_id: text("system_id").unwrap_or_default(),
+            pid: value["pid"].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+            started_unix: value["started_unix"].as_u64().unwrap_or(0),
+        })
+    }
+}
+
+/// The state directory's job files.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+/// What [`Journal::entries`] found.
+#[derive(Debug, Default)]
+pub struct Saved {
+    /// Readable entries.
+    pub entries: Vec<JournalEntry>,
+    /// Files that could not be read, each with why (left in place).
+    pub unreadable: Vec<String>,
+}
+
+impl Journal {
+    /// Opens (and creates, `0700`) the state directory.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Io`] when the directory cannot be created or made private.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, JournalError> {
+        let dir = dir.into();
+        let io = |action, source| JournalError::Io { action, path: dir.clone(), source };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| io("create the state directory", e))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("restrict the state directory", e))?;
+        Ok(Self { dir })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, job_id: u64) -> PathBuf {
+        self.dir.join(format!("job-{job_id}.json"))
+    }
+
+    /// Saves `entry` atomically (`0600`).
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Io`] when the file cannot be written.
+    pub fn record(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+        let path = self.path(entry.job_id);
+        let tmp = self.dir.join(format!(".job-{}.json.tmp", entry.job_id));
+        let io = |action, source| JournalError::Io { action, path: path.clone(), source };
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io("write", e))?;
+        file.write_all(entry.to_json().to_string().as_bytes()).map_err(|e| io("write", e))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(|e| io("write", e))
+    }
+
+    /// Removes the job's file (nothing when there is none).
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Io`] when it exists and cannot be removed.
+    pub fn forget(&self, job_id: u64) -> Result<(), JournalError> {
+        let path = self.path(job_id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(JournalError::Io { action: "remove", path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Every saved job, oldest job id first.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Io`] when the directory cannot be listed.
+    pub fn entries(&self) -> Result<Saved, JournalError> {
+        let io = |source| JournalError::Io { action: "list", path: self.dir.clone(), source };
+        let mut saved = Saved::default();
+        for file in fs::read_dir(&self.dir).map_err(io)? {
+            let path = file.map_err(io)?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if !(name.starts_with("job-") && name.ends_with(".json")) {
+                continue;
+            }
+            let entry = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string())
+                })
+                .and_then(|value| {
+                    JournalEntry::from_json(&value)
+                        .ok_or_else(|| format!("not a version {VERSION} job entry"))
+                });
+            match entry {
+                Ok(entry) => saved.entries.push(entry),
+                Err(why) => saved.unreadable.push(format!("{}: {why}", path.display())),
+            }
+        }
+        saved.entries.sort_by_key(|e| e.job_id);
+        Ok(saved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_survives_a_round_trip_privately_and_is_forgotten() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let journal = Journal::open(dir.path().join("state")).expect("open");
+        let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(journal.dir()), 0o700);
+        let entry = JournalEntry::now(
+            "r1",
+            "https://gitlab.example",
+            42,
+            SecretString::from("glcbt-secret"),
+            "s_1",
+        );
+        journal.record(&entry).expect("record");
+        journal.record(&entry).expect("a second record replaces the first");
+        let file = journal.path(42);
+        assert_eq!(mode(&file), 0o600);
+        let saved = journal.entries().expect("entries");
+        assert!(saved.unreadable.is_empty(), "{:?}", saved.unreadable);
+        let [back] = saved.entries.as_slice() else { panic!("one entry: {:?}", saved.entries) };
+        assert_eq!((back.runner.as_str(), back.job_id, back.pid), ("r1", 42, std::process::id()));
+        assert_eq!(back.job_token.expose_secret(), "glcbt-secret");
+        assert!(!format!("{back:?}").contains("glcbt-secret"), "the token never reaches Debug");
+        journal.forget(42).expect("forget");
+        journal.forget(42).expect("forgetting twice is fine");
+        assert!(journal.entries().expect("entries").entries.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_and_left_in_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let journal = Journal::open(dir.path()).expect("open");
+        fs::write(dir.path().join("job-7.json"), "{ half").expect("write");
+        fs::write(dir.path().join("job-8.json"), r#"{"version": 99}"#).expect("write");
+        fs::write(dir.path().join("notes.txt"), "not ours").expect("write");
+        let saved = journal.entries().expect("entries");
+        assert!(saved.entries.is_empty());
+        assert_eq!(saved.unreadable.len(), 2, "{:?}", saved.unreadable);
+        assert!(dir.path().join("job-7.json").exists());
+    }
+}

@@ -1,0 +1,112 @@
+//! What an earlier runner process left behind, and what this one must not leave: at start, every
+//! job in the journal (a process killed mid-job) is cleaned up by its executor and reported
+//! failed to GitLab at once, with a job-log line saying what happened; then, every
+//! [`SWEEP_INTERVAL`], the executor deletes objects of this process that belong to no running
+//! job.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use podrunner_coordinator::{Error as CoordinatorError, JobCredentials, fail_left_job};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::daemon::Runner;
+use crate::executor::RunningJobs;
+use crate::journal::{Journal, JournalEntry};
+
+/// How often the executor sweeps objects of jobs that are not running.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Attempts at each of the trace patch and the final update of a left job.
+const REPORT_ATTEMPTS: u32 = 6;
+
+/// The jobs each runner (by name) is running now.
+#[derive(Debug, Default)]
+pub(crate) struct RunningSet(Mutex<HashMap<String, HashSet<u64>>>);
+
+impl RunningSet {
+    pub(crate) fn insert(&self, runner: &str, job_id: u64) {
+        self.lock().entry(runner.to_owned()).or_default().insert(job_id);
+    }
+
+    pub(crate) fn remove(&self, runner: &str, job_id: u64) {
+        if let Some(jobs) = self.lock().get_mut(runner) {
+            jobs.remove(&job_id);
+        }
+    }
+
+    fn of(&self, runner: &str) -> HashSet<u64> {
+        self.lock().get(runner).cloned().unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<u64>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Cleans up and reports each job `left` by an earlier process of `runner`, then sweeps every
+/// [`SWEEP_INTERVAL`] until `stop`.
+pub(crate) async fn look_after(
+    runner: Arc<Runner>,
+    journal: Option<Journal>,
+    left: Vec<JournalEntry>,
+    running: Arc<RunningSet>,
+    stop: CancellationToken,
+) {
+    for entry in left {
+        end_left_job(&runner, journal.as_ref(), entry).await;
+    }
+    let name = runner.name().to_owned();
+    let running_now: RunningJobs = Arc::new(move || running.of(&name));
+    loop {
+        match runner.executor().sweep(runner.context(), Arc::clone(&running_now)).await {
+            Ok(deleted) if !deleted.is_empty() => {
+                info!(deleted = %deleted.join(", "), "swept objects of jobs that are not running");
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "the sweep of objects left by jobs failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn end_left_job(runner: &Runner, journal: Option<&Journal>, entry: JournalEntry) {
+    let job_id = entry.job_id;
+    let cleaned = runner.executor().clean_up_left_job(runner.context(), job_id).await;
+    let what = match &cleaned {
+        Ok(deleted) if deleted.is_empty() => "found nothing of the job left to delete".to_owned(),
+        Ok(deleted) => format!("deleted {}", deleted.join(" and ")),
+        Err(e) => format!("could not delete what the job left: {e}"),
+    };
+    let message = format!(
+        "the runner process that ran this job (pid {}) ended before the job did; the runner process started after it {what}",
+        entry.pid
+    );
+    let credentials = JobCredentials { id: job_id, token: entry.job_token.clone() };
+    let ended = match fail_left_job(runner.client(), &credentials, &message, REPORT_ATTEMPTS).await
+    {
+        Ok(()) => {
+            info!(job.id = job_id, job.left_by.pid = entry.pid, cleanup = %what, "a job left by an earlier runner process was reported failed");
+            true
+        }
+        Err(CoordinatorError::JobAborted { job_status, .. }) => {
+            info!(job.id = job_id, job.status = job_status.as_deref().unwrap_or("unknown"), cleanup = %what, "a job left by an earlier runner process had already ended in GitLab");
+            true
+        }
+        Err(e) => {
+            warn!(job.id = job_id, error = %e, cleanup = %what, "failed to report a job left by an earlier runner process; kept for the next start");
+            false
+        }
+    };
+    if ended
+        && let Some(journal) = journal
+        && let Err(e) = journal.forget(job_id)
+    {
+        warn!(job.id = job_id, error = %e, "failed to remove a job from the journal");
+    }
+}

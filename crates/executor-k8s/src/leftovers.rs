@@ -1,0 +1,104 @@
+//! Objects jobs leave in the cluster when their runner process dies: the pods and registry
+//! Secrets of one job an earlier process left (found by the runner label and the job-id
+//! annotation), and the sweep of this process's objects (runner and system-id labels) whose
+//! job is not running.
+
+use std::collections::HashSet;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::core::ObjectMeta;
+
+use crate::cluster::RunnerCluster;
+use crate::names;
+
+/// Which objects to look at and which to keep.
+pub(crate) struct Leftovers<'a> {
+    /// The namespace of the runner's jobs.
+    pub(crate) namespace: &'a str,
+    /// The label selector (runner, and for a sweep the system id).
+    pub(crate) selector: String,
+    /// The grace period pods get (`cleanup_grace_period_seconds`).
+    pub(crate) grace: Option<u32>,
+}
+
+/// The job id in an object's annotation.
+fn job_id(meta: &ObjectMeta) -> Option<u64> {
+    meta.annotations.as_ref()?.get(names::JOB_ID_ANNOTATION)?.parse().ok()
+}
+
+impl Leftovers<'_> {
+    /// Lists the pods and Secrets of the selector, then deletes those of job `only` (or of every
+    /// job) except the jobs `running` returns, called after the listing so that a job started
+    /// meanwhile is kept. Returns what was deleted, described for the logs.
+    pub(crate) async fn delete(
+        &self,
+        cluster: &RunnerCluster,
+        only: Option<u64>,
+        running: impl FnOnce() -> HashSet<u64>,
+    ) -> Result<Vec<String>, String> {
+        let params = ListParams::default().labels(&self.selector);
+        let pods: Api<Pod> = Api::namespaced(cluster.client().clone(), self.namespace);
+        let secrets: Api<Secret> = Api::namespaced(cluster.client().clone(), self.namespace);
+        let listed_pods = pods.list(&params).await.map_err(|e| self.failed("list pods", &e))?;
+        let listed_secrets =
+            secrets.list(&params).await.map_err(|e| self.failed("list secrets", &e))?;
+        let running = running();
+        let doomed = |meta: &ObjectMeta| {
+            job_id(meta).filter(|id| only.is_none_or(|o| o == *id) && !running.contains(id))
+        };
+        let mut deleted = Vec::new();
+        let mut failures = Vec::new();
+        let pod_params =
+            DeleteParams { grace_period_seconds: self.grace, ..DeleteParams::background() };
+        for pod in listed_pods.items {
+            let Some(id) = doomed(&pod.metadata) else { continue };
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            let what = format!(
+                "pod {}/{name} of job {id} ({}{})",
+                self.namespace,
+                phase.as_deref().unwrap_or("Pending"),
+                node.map(|n| format!(" on node {n}")).unwrap_or_default()
+            );
+            match pods.delete(&name, &pod_params).await {
+                Ok(_) => deleted.push(what),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => failures.push(format!("{what}: {e}")),
+            }
+        }
+        for secret in listed_secrets.items {
+            let Some(id) = doomed(&secret.metadata) else { continue };
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            let what = format!("secret {}/{name} of job {id}", self.namespace);
+            match secrets.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => deleted.push(what),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => failures.push(format!("{what}: {e}")),
+            }
+        }
+        if failures.is_empty() {
+            Ok(deleted)
+        } else {
+            Err(format!(
+                "deleted {}; failed to delete {}",
+                if deleted.is_empty() { "nothing".to_owned() } else { deleted.join(", ") },
+                failures.join(", ")
+            ))
+        }
+    }
+
+    fn failed(&self, what: &str, e: &kube::Error) -> String {
+        format!("failed to {what} in namespace {} ({}): {e}", self.namespace, self.selector)
+    }
+}
+
+/// The selector of a runner's objects; with `system_id`, only those of that process.
+pub(crate) fn selector(short_token: &str, system_id: Option<&str>) -> String {
+    let mut selector = format!("{}={}", names::RUNNER_LABEL, names::sanitize_label(short_token));
+    if let Some(id) = system_id {
+        selector.push_str(&format!(",{}={}", names::SYSTEM_ID_LABEL, names::sanitize_label(id)));
+    }
+    selector
+}
