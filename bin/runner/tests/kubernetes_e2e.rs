@@ -614,6 +614,43 @@ async fn sigterm_lets_the_running_job_finish_then_the_runner_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured exit belongs in the test output
+async fn a_second_sigterm_aborts_the_job_deletes_its_pod_and_exits_1() {
+    let Some(mut e2e) = E2e::start(33, "").await else { return };
+    let job = no_git()
+        .script(&["echo started", "sleep 300"])
+        .after_script(&["echo after-never"])
+        .failure_reasons(&["script_failure", "runner_system_failure", "runner_interrupted"]);
+    let handle = e2e.mock.enqueue(&job);
+    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    e2e.runner.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = Instant::now();
+    e2e.runner.terminate();
+    let status = e2e.runner.wait(Duration::from_secs(40)).await.expect("the runner exits");
+    println!("the runner exited {:?} after the second SIGTERM", second.elapsed());
+    assert_eq!(status.code(), Some(1), "{}", e2e.runner_log());
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    assert_eq!(handle.state(), JobState::Failed, "{trace}\n{}", e2e.runner_log());
+    let update = handle.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("runner_interrupted"));
+    assert!(trace.contains("the runner is stopping at once, aborting the job"), "{trace}");
+    assert!(!trace.contains("after-never"), "{trace}");
+    assert!(
+        e2e.runner_log().contains("second signal received: aborting running jobs"),
+        "{}",
+        e2e.runner_log()
+    );
+    assert!(
+        !e2e.config_path.with_file_name(".runner_jobs").join("job-1001.json").exists(),
+        "reported, so not left for the next start"
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_api_servers_warnings_about_the_pod_are_in_the_job_log() {
     // A 1.32 server drops `lifecycle.stopSignal` (1.33) with a Warning header.
     let Some(e2e) = E2e::start(

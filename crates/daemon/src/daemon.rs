@@ -175,8 +175,11 @@ pub(crate) struct Shared {
     global: Arc<Capacity>,
     active: Arc<Active>,
     pub(crate) counters: Counters,
-    /// Fires after `shutdown_timeout`: running jobs are canceled.
+    /// Fires after `shutdown_timeout`: running jobs are canceled (after_script runs).
     pub(crate) interrupt: CancellationToken,
+    /// Fires when jobs must stop at once (a second signal, or a cancel that did not end them):
+    /// running jobs are aborted; executors still clean up.
+    pub(crate) abort: CancellationToken,
     check_interval_ms: AtomicU64,
     /// The job journal, when the daemon has a state directory.
     pub(crate) journal: Option<Journal>,
@@ -366,8 +369,16 @@ impl Daemon {
         let (commands, receiver) = mpsc::channel(4);
         let metrics = Arc::clone(&self.metrics);
         let executors = self.executors.clone();
-        let handle = tokio::spawn(self.run(shutdown, healthy, http_stop, receiver, journaled));
-        Ok(RunningDaemon { metrics_addr, handle, commands, metrics, executors })
+        let abort = CancellationToken::new();
+        let handle = tokio::spawn(self.run(
+            shutdown,
+            healthy,
+            http_stop,
+            receiver,
+            journaled,
+            abort.clone(),
+        ));
+        Ok(RunningDaemon { metrics_addr, handle, commands, metrics, executors, abort })
     }
 
     async fn run(
@@ -377,6 +388,7 @@ impl Daemon {
         http_stop: CancellationToken,
         mut commands: mpsc::Receiver<Command>,
         journaled: Journaled,
+        abort: CancellationToken,
     ) -> ShutdownReport {
         let Plan { concurrent, check_interval, mut shutdown_timeout, runners } = self.plan;
         let Journaled { journal, mut left } = journaled;
@@ -387,6 +399,7 @@ impl Daemon {
             active: Arc::new(Active::default()),
             counters: Counters::default(),
             interrupt: CancellationToken::new(),
+            abort,
             check_interval_ms: AtomicU64::new(duration_ms(check_interval)),
             journal,
             running: Arc::default(),
@@ -432,13 +445,21 @@ impl Daemon {
             entry.stop().await;
         }
         let mut report = ShutdownReport::default();
-        if tokio::time::timeout(shutdown_timeout, shared.active.wait_idle()).await.is_err() {
+        // Each step waits `shutdown_timeout` for the jobs to end: then they are canceled
+        // (after_script runs), then aborted (executors still clean up), then abandoned.
+        let idle_within = |limit| tokio::time::timeout(limit, shared.active.wait_idle());
+        if idle_within(shutdown_timeout).await.is_err() {
             let running = shared.active.count.load(Ordering::SeqCst);
             warn!(jobs.running = running, "shutdown timeout reached, canceling running jobs");
             shared.interrupt.cancel();
-            if tokio::time::timeout(shutdown_timeout, shared.active.wait_idle()).await.is_err() {
-                report.jobs_abandoned = shared.active.count.load(Ordering::SeqCst) as u64;
-                warn!(jobs.abandoned = report.jobs_abandoned, "jobs did not end, giving up");
+            if idle_within(shutdown_timeout).await.is_err() {
+                let running = shared.active.count.load(Ordering::SeqCst);
+                warn!(jobs.running = running, "canceled jobs did not end, aborting them");
+                shared.abort.cancel();
+                if idle_within(shutdown_timeout).await.is_err() {
+                    report.jobs_abandoned = shared.active.count.load(Ordering::SeqCst) as u64;
+                    warn!(jobs.abandoned = report.jobs_abandoned, "jobs did not end, giving up");
+                }
             }
         }
         http_stop.cancel();
@@ -573,6 +594,7 @@ pub struct RunningDaemon {
     commands: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
     executors: ExecutorRegistry,
+    abort: CancellationToken,
 }
 
 impl fmt::Debug for RunningDaemon {
@@ -602,6 +624,13 @@ impl RunningDaemon {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Reload { plan, reply }).await.map_err(|_| Error::Stopped)?;
         answer.await.map_err(|_| Error::Stopped)
+    }
+
+    /// A token that, once canceled, aborts every running job at once (no after_script): their
+    /// executors still delete what the jobs created, and GitLab gets `runner_interrupted`. For
+    /// a second shutdown signal; the daemon still needs its `shutdown` to end.
+    pub fn job_abort(&self) -> CancellationToken {
+        self.abort.clone()
     }
 
     /// Waits for the daemon to end (after its shutdown token fired).

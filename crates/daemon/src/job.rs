@@ -79,6 +79,7 @@ pub(crate) async fn run_job(
         runner.executor().run(runner.context(), Arc::clone(&job), writer.clone(), cancel.clone());
     let mut timed_out = false;
     let mut interrupted = false;
+    let mut aborted = false;
     let outcome = loop {
         tokio::select! {
             outcome = &mut run => break outcome,
@@ -89,7 +90,13 @@ pub(crate) async fn run_job(
             }
             () = shared.interrupt.cancelled(), if !interrupted => {
                 interrupted = true;
-                writer.error("the runner is shutting down, canceling the job");
+                writer.error("the runner is shutting down, canceling the job (after_script runs)");
+                cancel.request();
+            }
+            () = shared.abort.cancelled(), if !aborted => {
+                aborted = true;
+                interrupted = true;
+                writer.error("the runner is stopping at once, aborting the job");
                 cancel.abort();
             }
         }

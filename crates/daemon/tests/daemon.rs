@@ -31,6 +31,8 @@ struct ShellSim {
     running: AtomicUsize,
     max_running: AtomicUsize,
     per_side: Mutex<HashMap<String, (usize, usize)>>,
+    /// The jobs `clean_up_left_job` was asked about.
+    cleaned_up: Mutex<Vec<u64>>,
 }
 
 impl ShellSim {
@@ -88,6 +90,15 @@ impl ShellSim {
 }
 
 impl Executor for ShellSim {
+    fn clean_up_left_job(
+        &self,
+        _runner: &RunnerContext,
+        job_id: u64,
+    ) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        self.cleaned_up.lock().expect("lock").push(job_id);
+        Box::pin(async move { Ok(vec![format!("the sandbox of job {job_id}")]) })
+    }
+
     fn ready(&self, _runner: &RunnerContext) -> BoxFuture<'_, Result<(), String>> {
         let reason = self.not_ready.lock().expect("lock").clone();
         Box::pin(async move { reason.map_or(Ok(()), Err) })
@@ -319,7 +330,33 @@ async fn jobs_outliving_the_shutdown_timeout_are_canceled_as_runner_interrupted(
     );
     let trace = String::from_utf8_lossy(&job.trace()).into_owned();
     assert!(trace.contains("the runner is shutting down"), "{trace}");
-    assert!(!trace.contains("after\n"), "an aborted job skips after_script");
+    assert!(trace.contains("after\n"), "a job canceled at shutdown runs after_script: {trace}");
+}
+
+#[tokio::test]
+async fn a_job_abort_at_a_second_signal_skips_after_script_and_is_reported_interrupted() {
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(
+        &MockJob::new("endless")
+            .script(&["sleep 60000"])
+            .after_script(&["echo after"])
+            .failure_reasons(&["script_failure", "runner_interrupted"]),
+    );
+    let mut s = settings(vec![runner("r", &mock)]);
+    s.shutdown_timeout = Duration::from_secs(60);
+    let Started { shutdown, daemon, .. } = start(s).await;
+    assert!(job.wait_trace_contains(b"$ sleep 60000", WAIT).await);
+    shutdown.cancel();
+    let started = Instant::now();
+    daemon.job_abort().cancel();
+    let report = daemon.wait().await;
+    assert!(started.elapsed() < Duration::from_secs(10), "not after the shutdown timeout");
+    assert_eq!((report.jobs_interrupted, report.jobs_reported, report.jobs_abandoned), (1, 1, 0));
+    let f = job.final_update().expect("final update");
+    assert_eq!(f.failure_reason.as_deref(), Some("runner_interrupted"));
+    let trace = String::from_utf8_lossy(&job.trace()).into_owned();
+    assert!(trace.contains("the runner is stopping at once, aborting the job"), "{trace}");
+    assert!(!trace.contains("after\n"), "an aborted job skips after_script: {trace}");
 }
 
 #[tokio::test]
@@ -606,4 +643,52 @@ async fn no_job_is_requested_while_the_executor_is_not_ready_and_the_metric_says
     assert!(body.contains("podrunner_executor_ready{runner=\"gated\"} 1"), "{body}");
     shutdown.cancel();
     daemon.wait().await;
+}
+
+#[test]
+fn a_job_left_by_a_killed_process_is_failed_at_the_next_start_after_its_log() {
+    let state = tempfile::tempdir().expect("state dir");
+    let outer = tokio::runtime::Runtime::new().expect("runtime");
+    let mock = outer.block_on(MockCoordinator::start());
+    let job = mock.enqueue(&MockJob::new("left").script(&["echo before", "sleep 600000"]));
+    let with_state = |mock: &MockCoordinator| {
+        let mut s = settings(vec![runner("r", mock)]);
+        s.state_dir = Some(state.path().to_path_buf());
+        s
+    };
+    // The first process runs the job and dies with its runtime, as with SIGKILL: no cleanup,
+    // no final update.
+    let first = tokio::runtime::Runtime::new().expect("runtime");
+    first.block_on(async {
+        let Started { daemon, .. } = start(with_state(&mock)).await;
+        assert!(job.wait_trace_contains(b"$ sleep 600000", WAIT).await);
+        std::mem::forget(daemon);
+    });
+    first.shutdown_background();
+    let saved = state.path().join(format!("job-{}.json", job.id()));
+    assert!(saved.exists(), "the killed process left its journal entry");
+    assert_eq!(job.state(), JobState::Running);
+    outer.block_on(async {
+        let sim = Arc::new(ShellSim::default());
+        let Started { shutdown, daemon, .. } = start_with(Arc::clone(&sim), with_state(&mock)).await;
+        assert_eq!(job.wait_finished(WAIT).await, JobState::Failed);
+        let f = job.final_update().expect("final update");
+        assert_eq!(f.failure_reason.as_deref(), Some("runner_system_failure"));
+        assert_eq!(f.checksum, None, "the new process does not know the earlier log's bytes");
+        let trace = String::from_utf8_lossy(&job.trace()).into_owned();
+        let expected = format!(
+            "$ echo before\nbefore\n$ sleep 600000\n\n\x1b[31;1mERROR: Job failed (system failure): the runner process that ran this job (pid {}) ended before the job did; the runner process started after it deleted the sandbox of job {}\x1b[0;m\n",
+            std::process::id(),
+            job.id()
+        );
+        assert!(trace.ends_with(&expected), "the line comes after the earlier log:\n{trace:?}");
+        assert_eq!(*sim.cleaned_up.lock().expect("lock"), [job.id()]);
+        let deadline = Instant::now() + WAIT;
+        while saved.exists() {
+            assert!(Instant::now() < deadline, "the entry is removed once reported");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        daemon.wait().await;
+    });
 }

@@ -135,17 +135,38 @@ async fn serve(
         "shutting down: no new jobs, running jobs may finish within shutdown_timeout; send the signal again to force exit"
     );
     shutdown.cancel();
-    let second_signal = async {
+    let abort = daemon.job_abort();
+    let mut wait = std::pin::pin!(daemon.wait());
+    let mut next_signal = async || {
         tokio::select! {
             _ = sigterm.recv() => "SIGTERM",
             _ = sigint.recv() => "SIGINT",
         }
     };
-    Ok(match finish_unless_forced(daemon.wait(), second_signal).await {
-        Ok(report) => finished(&report),
-        Err(signal) => forced(signal),
-    })
+    let signal = match finish_unless_forced(&mut wait, next_signal()).await {
+        Ok(report) => return Ok(finished(&report)),
+        Err(signal) => signal,
+    };
+    error!(
+        signal,
+        "second signal received: aborting running jobs; the runner exits once their pods are deleted (within {}s; a third signal exits at once)",
+        FORCED_CLEANUP_LIMIT.as_secs()
+    );
+    abort.cancel();
+    let cleaned =
+        tokio::time::timeout(FORCED_CLEANUP_LIMIT, finish_unless_forced(&mut wait, next_signal()));
+    match cleaned.await {
+        Ok(Ok(report)) => {
+            finished(&report);
+            Ok(ExitCode::from(1))
+        }
+        Ok(Err(signal)) => Ok(forced(signal)),
+        Err(_) => Ok(forced("the cleanup limit")),
+    }
 }
+
+/// How long a forced shutdown (a second signal) waits for aborted jobs to clean up.
+const FORCED_CLEANUP_LIMIT: Duration = Duration::from_secs(30);
 
 /// The shutdown report once running jobs are done, or the name of a second signal that came
 /// first (then running jobs are abandoned).
@@ -159,8 +180,8 @@ async fn finish_unless_forced<T>(
     }
 }
 
-fn forced(signal: &str) -> ExitCode {
-    error!(signal, "second signal received: forcing exit, running jobs are abandoned");
+fn forced(cause: &str) -> ExitCode {
+    error!(cause, "forcing exit: running jobs are abandoned (the next start ends them)");
     ExitCode::from(1)
 }
 
