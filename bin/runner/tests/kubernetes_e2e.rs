@@ -68,12 +68,23 @@ impl E2e {
     /// As [`E2e::start`]; with `behind_proxy`, the runner reaches the API server through a
     /// [`CutProxy`] the test controls.
     async fn start_with(minor: u32, kubernetes: &str, behind_proxy: bool) -> Option<Self> {
+        Self::start_with_cluster(minor, kubernetes, behind_proxy, |o| o).await
+    }
+
+    /// As [`E2e::start_with`], with the cluster's options changed by `configure`.
+    async fn start_with_cluster(
+        minor: u32,
+        kubernetes: &str,
+        behind_proxy: bool,
+        configure: impl FnOnce(ClusterOptions) -> ClusterOptions,
+    ) -> Option<Self> {
         if !available() {
             return None;
         }
         let dir = tempfile::Builder::new().prefix("e2e").tempdir_in("/tmp").expect("temp dir");
-        let options =
-            ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor, patch: 0 });
+        let options = configure(
+            ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor, patch: 0 }),
+        );
         let cluster = LocalCluster::start(options).await.expect("local cluster starts");
         let client = cluster.kube_client().await.expect("client");
         let mock = MockCoordinator::start().await;
@@ -899,6 +910,34 @@ async fn assert_system_failure_soon(
     assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"), "{trace}");
     assert!(trace.contains(expected), "{trace}");
     trace
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_node_fails_the_job_within_10_seconds_naming_it_and_nothing_is_left_once_it_returns()
+{
+    // The node monitor grace period is 40-50 s in real clusters; 3 s here.
+    let Some(e2e) =
+        E2e::start_with_cluster(33, "", false, |o| o.node_monitor_grace(Duration::from_secs(3)))
+            .await
+    else {
+        return;
+    };
+    let handle = e2e.mock.enqueue(&no_git().script(&["echo started", "sleep 300"]));
+    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let (pods, name) = e2e.the_pod().await;
+    let stopped = Instant::now();
+    e2e.cluster.stop_node_agent();
+    let expected =
+        "node local-node was lost while the job ran: its Ready condition is Unknown since ";
+    let trace = assert_system_failure_soon(&handle, stopped, "node agent stopped", expected).await;
+    assert!(trace.contains("(NodeStatusUnknown: Kubelet stopped posting node status.)"), "{trace}");
+    assert!(trace.contains(&format!("cannot reach pod default/{name} there")), "{trace}");
+    // The deletion waits for the node, as a real pod on a lost node stays Terminating.
+    let pod = pods.get(&name).await.expect("the pod is still there");
+    assert!(pod.metadata.deletion_timestamp.is_some(), "deleted, waiting for its node");
+    e2e.cluster.start_node_agent();
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

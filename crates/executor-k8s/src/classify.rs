@@ -237,6 +237,40 @@ pub fn stage_failure(pod: Option<&Pod>, namespace: &str, name: &str) -> Option<P
     }
 }
 
+/// A node whose `Ready` condition is not `True` while the runner cannot reach the job's pod
+/// through it (`unreachable`: the last exec error): the kubelet is gone (node-lifecycle
+/// controller's `NodeStatusUnknown`) or the node is not ready.
+pub fn node_lost(
+    node: &k8s_openapi::api::core::v1::Node,
+    pod: &str,
+    unreachable: &str,
+) -> Option<PodFailure> {
+    let name = node.metadata.name.as_deref().unwrap_or("<unknown>");
+    let ready = node
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .find(|c| c.type_ == "Ready")?;
+    if ready.status == "True" {
+        return None;
+    }
+    let since =
+        ready.last_transition_time.as_ref().map(|t| format!(" since {}", t.0)).unwrap_or_default();
+    let why = match (ready.reason.as_deref(), ready.message.as_deref()) {
+        (Some(r), Some(m)) => format!(" ({r}: {m})"),
+        (Some(r), None) => format!(" ({r})"),
+        (None, Some(m)) => format!(" ({m})"),
+        (None, None) => String::new(),
+    };
+    Some(PodFailure {
+        reason: FailureReason::RunnerSystemFailure,
+        message: format!(
+            "node {name} was lost while the job ran: its Ready condition is {}{since}{why} and the runner cannot reach pod {pod} there ({unreachable}); the pod is deleted, which completes once the node is back or removed",
+            ready.status
+        ),
+    })
+}
+
 /// The pod is gone from the watch: deleted and removed.
 pub fn deleted(namespace: &str, name: &str) -> PodFailure {
     PodFailure {

@@ -377,6 +377,16 @@ fn oom_message(pod: &JobPod, state: &StageState) -> String {
 }
 
 impl JobPod {
+    /// Whether the pod's `Ready` condition is `False` in its latest state in the watch.
+    fn not_ready(&self) -> bool {
+        self.subscription.receiver.borrow().as_ref().is_some_and(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Ready" && c.status == "False")
+        })
+    }
+
     /// Why the pod can no longer run the job, from its latest state in the watch.
     fn failure(&self) -> Option<classify::PodFailure> {
         classify::stage_failure(
@@ -723,6 +733,7 @@ impl JobRun<'_> {
         deadline: Option<Instant>,
     ) -> Result<i32, StageStop> {
         let mut retry_since: Option<Instant> = None;
+        let mut last_error: Option<String> = None;
         let mut backoff = Duration::from_millis(500);
         let mut canceling = Canceling { deadline, ..Canceling::default() };
         loop {
@@ -751,13 +762,27 @@ impl JobRun<'_> {
                         )));
                     }
                     warn!(stage = state.stage.name(), offset = state.offset, error = %message, "stage stream interrupted, resuming");
+                    if let Some(failure) = self.node_lost(pod, &message).await {
+                        return Err(StageStop::Failed(failure));
+                    }
+                    last_error = Some(message);
                 }
             }
             if let Some(failure) = pod.failure() {
                 return Err(StageStop::Failed(failure));
             }
+            // The pod's news (its node marking it not ready, say) ends the wait early.
+            let mut pod_changes = pod.subscription.receiver.clone();
+            pod_changes.mark_unchanged();
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
+                _ = pod_changes.changed(), if last_error.is_some() => {
+                    if let Some(message) = &last_error
+                        && let Some(failure) = self.node_lost(pod, message).await
+                    {
+                        return Err(StageStop::Failed(failure));
+                    }
+                }
                 () = self.cancel.aborted().cancelled() => return Err(StageStop::Aborted),
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -834,6 +859,12 @@ impl JobRun<'_> {
                     if changed.is_err() {
                         pod_watch_open = false;
                     } else if let Some(failure) = pod.failure() {
+                        stderr_task.abort();
+                        return Err(FollowError::Stop(StageStop::Failed(failure)));
+                    } else if pod.not_ready()
+                        && let Some(failure) = self.node_lost(pod, "the pod's Ready condition turned False").await
+                    {
+                        // The node lifecycle controller marks the pods of a node it lost.
                         stderr_task.abort();
                         return Err(FollowError::Stop(StageStop::Failed(failure)));
                     }
@@ -948,6 +979,29 @@ impl JobRun<'_> {
                 let _ = process.join().await;
             }
             Err(e) => warn!(error = %e, "failed to signal the stage"),
+        }
+    }
+
+    /// Whether the pod's node is lost (its `Ready` condition not `True`), asked after the pod
+    /// could not be reached (`unreachable`). Needs `get` on `nodes`; without it (403) the stage
+    /// is retried until the reconnect budget runs out, as before.
+    async fn node_lost(&self, pod: &JobPod, unreachable: &str) -> Option<PodFailure> {
+        let node = pod
+            .subscription
+            .receiver
+            .borrow()
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.node_name.clone())?;
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.cluster.client().clone());
+        match nodes.get(&node).await {
+            Ok(found) => {
+                classify::node_lost(&found, &format!("{}/{}", pod.namespace, pod.name), unreachable)
+            }
+            Err(e) => {
+                debug!(node = %node, error = %error_chain(&e), "the node's status cannot be read");
+                None
+            }
         }
     }
 

@@ -85,6 +85,8 @@ pub struct ClusterOptions {
     pub watch_window: usize,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// How long the node may miss heartbeats before it is marked `Ready=Unknown`.
+    pub node_monitor_grace: Duration,
 }
 
 impl ClusterOptions {
@@ -98,7 +100,15 @@ impl ClusterOptions {
             node_name: "local-node".to_owned(),
             watch_window: crate::apiserver::DEFAULT_WATCH_WINDOW,
             bookmark_interval: Duration::from_secs(60),
+            node_monitor_grace: Duration::from_secs(40),
         }
+    }
+
+    /// Sets the node monitor grace period (tests shorten it to see a lost node marked).
+    #[must_use]
+    pub fn node_monitor_grace(mut self, grace: Duration) -> Self {
+        self.node_monitor_grace = grace;
+        self
     }
 
     /// Sets the watch window (tests use a small one to force a `410 Gone` and a relist).
@@ -187,10 +197,14 @@ impl LocalCluster {
         settings.address.set_port(options.port);
         settings.watch_window = options.watch_window;
         settings.bookmark_interval = options.bookmark_interval;
+        settings.node_monitor_grace = options.node_monitor_grace;
         let apiserver =
             ApiServer::start(settings, runtime).await.map_err(ClusterError::ApiServer)?;
         let kubeconfig = options.dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, &apiserver.url())?;
+        if let Some(node) = &node {
+            spawn_heartbeat(node.agent(), &apiserver.cluster_view(), options.node_name.clone());
+        }
         let startup = started.elapsed();
         tracing::info!(
             url = %apiserver.url(),
@@ -252,6 +266,22 @@ impl LocalCluster {
     /// Accepts watches again.
     pub fn accept_watches(&self) {
         self.apiserver.accept_watches();
+    }
+
+    /// Stops the node agent as if the kubelet died (containers keep running): see
+    /// [`crate::node::agent::NodeAgent::stop`]. After the node monitor grace period the node is
+    /// marked `Ready=Unknown` and its pods not ready.
+    pub fn stop_node_agent(&self) {
+        if let Some(node) = &self.node {
+            node.agent().stop();
+        }
+    }
+
+    /// Starts the node agent again: it posts its pods' status and carries out what it missed.
+    pub fn start_node_agent(&self) {
+        if let Some(node) = &self.node {
+            node.agent().start_again();
+        }
     }
 
     /// Overloads the API server for a while: see [`ApiServer::overload`].
@@ -360,6 +390,29 @@ impl Drop for Reaper {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// How often the node agent sends its heartbeat (the kubelet renews its Lease every 10 s; more
+/// often here, so that a shortened grace period in tests still holds).
+const HEARTBEAT_PERIOD: Duration = Duration::from_millis(500);
+
+/// Sends the agent's heartbeat while it is up, for as long as the API server lives.
+fn spawn_heartbeat(
+    agent: std::sync::Arc<crate::node::agent::NodeAgent>,
+    view: &std::sync::Arc<dyn ClusterView>,
+    node: String,
+) {
+    let view = std::sync::Arc::downgrade(view);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT_PERIOD);
+        loop {
+            tick.tick().await;
+            let Some(view) = view.upgrade() else { return };
+            if agent.is_up() {
+                view.node_heartbeat(&node);
+            }
+        }
+    });
 }
 
 /// Writes a kubeconfig with one cluster, user and context named `local-cluster`.

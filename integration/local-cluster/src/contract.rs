@@ -38,6 +38,13 @@ pub trait ClusterView: Send + Sync + 'static {
     /// Called by the node once every container of a pod being deleted has stopped and its
     /// sandbox is removed: the API server then removes the object (watchers see DELETED).
     fn pod_terminated(&self, namespace: &str, name: &str);
+    /// The node's heartbeat (a kubelet renewing its Lease and posting its status): a node that
+    /// has sent one and then stays silent past the node monitor grace period is marked
+    /// `Ready=Unknown` and its pods not ready, as kube-controller-manager does. By default
+    /// nothing (a node that never sends one is never marked).
+    fn node_heartbeat(&self, node: &str) {
+        let _ = node;
+    }
 }
 
 /// Parameters of an exec or attach request, as the API server received them.
@@ -80,6 +87,12 @@ pub enum NodeError {
         /// The runtime's own message.
         message: String,
     },
+    /// The node agent (the kubelet) is down: nothing on the node can be reached.
+    #[error("error dialing backend: dial tcp {address}: connect: connection refused")]
+    Unreachable {
+        /// The kubelet's address.
+        address: String,
+    },
 }
 
 /// What the API server needs from the node (implemented by the node agent).
@@ -103,6 +116,12 @@ pub trait NodeRuntime: Send + Sync + 'static {
         request: StreamRequest,
         attach: bool,
     ) -> BoxFuture<'_, Result<String, NodeError>>;
+    /// Whether the node agent is up (`true`) and a way to learn when it goes down: the API
+    /// server ends the exec and attach streams it proxies through a node that went down, as
+    /// kube-apiserver's connections to a dead kubelet end. By default always up.
+    fn link(&self) -> tokio::sync::watch::Receiver<bool> {
+        tokio::sync::watch::channel(true).1
+    }
     /// The CRI log file of a container (`<RFC 3339 time> <stdout|stderr> <F|P> <text>` lines),
     /// if the container was created. The API server reads and follows it for `pods/log`.
     fn container_log_path(&self, namespace: &str, pod: &str, container: &str) -> Option<PathBuf>;

@@ -361,6 +361,7 @@ fn api_resources() -> Value {
             Kind::ServiceAccount => resource["shortNames"] = json!(["sa"]),
             Kind::Event => resource["shortNames"] = json!(["ev"]),
             Kind::ResourceQuota => resource["shortNames"] = json!(["quota"]),
+            Kind::Node => resource["shortNames"] = json!(["no"]),
             Kind::Secret => {}
         }
         resources.push(resource);
@@ -561,6 +562,7 @@ fn decode_kind(
         Kind::ServiceAccount => decode_as!(ServiceAccount),
         Kind::Event => decode_as!(Event),
         Kind::ResourceQuota => decode_as!(ResourceQuota),
+        Kind::Node => decode_as!(k8s_openapi::api::core::v1::Node),
     };
     value["apiVersion"] = json!("v1");
     value["kind"] = json!(kind.kind());
@@ -722,7 +724,8 @@ fn create(state: &State, kind: Kind, namespace: &str, query: &Query, body: &[u8]
         }
         Kind::Namespace => finish_namespace(&mut object),
         Kind::Secret => finish_secret(&mut object)?,
-        Kind::ConfigMap | Kind::ServiceAccount | Kind::Event | Kind::ResourceQuota => {}
+        Kind::ConfigMap | Kind::ServiceAccount | Kind::Event | Kind::ResourceQuota | Kind::Node => {
+        }
     }
     if !errors.is_empty() {
         return Err(ApiError::invalid(kind, &name, &errors));
@@ -744,7 +747,8 @@ fn create(state: &State, kind: Kind, namespace: &str, query: &Query, body: &[u8]
         | Kind::ConfigMap
         | Kind::ServiceAccount
         | Kind::Event
-        | Kind::ResourceQuota => {}
+        | Kind::ResourceQuota
+        | Kind::Node => {}
     }
     Ok(json_response(StatusCode::CREATED, &stored, &warnings))
 }
@@ -806,8 +810,13 @@ fn replace(
                 next["status"] = current["status"].clone();
                 finish_namespace(&mut next);
             }
+            Kind::Node if !status_only => next["status"] = current["status"].clone(),
             Kind::Secret => finish_secret(&mut next)?,
-            Kind::ConfigMap | Kind::ServiceAccount | Kind::Event | Kind::ResourceQuota => {}
+            Kind::ConfigMap
+            | Kind::ServiceAccount
+            | Kind::Event
+            | Kind::ResourceQuota
+            | Kind::Node => {}
         }
         if let Some(meta) = next["metadata"].as_object_mut() {
             meta.remove("resourceVersion");
@@ -970,7 +979,8 @@ fn delete(
         | Kind::ConfigMap
         | Kind::ServiceAccount
         | Kind::Event
-        | Kind::ResourceQuota => {
+        | Kind::ResourceQuota
+        | Kind::Node => {
             let removed = state
                 .store
                 .delete(kind, namespace, name)
@@ -1036,6 +1046,10 @@ impl ClusterView for State {
         if self.store.delete(Kind::Pod, namespace, name).is_ok() {
             tracing::debug!(k8s.namespace.name = namespace, k8s.pod.name = name, "pod removed");
         }
+    }
+
+    fn node_heartbeat(&self, node: &str) {
+        super::nodes::heartbeat(self, node);
     }
 }
 

@@ -13,12 +13,15 @@
 //! `allowWatchBookmarks=true` brings `BOOKMARK` events every
 //! [`ApiServerSettings::bookmark_interval`], never past an event not yet sent; and a test can end
 //! every open watch and refuse new ones with 503 ([`ApiServer::end_watches`]), as a restart does.
+//! The node object is `Ready` while the node agent sends heartbeats, and marked as
+//! kube-controller-manager marks a node whose kubelet died otherwise (`nodes.rs`).
 //! A test can also overload the server ([`ApiServer::overload`]): a share of requests is answered
 //! 429 with `Retry-After`, 500 or 503 before it is handled, as priority and fairness or a slow
 //! etcd does.
 
 mod audit;
 mod handlers;
+mod nodes;
 mod pods;
 mod selectors;
 mod status;
@@ -67,6 +70,10 @@ pub struct ApiServerSettings {
     /// How often a watch with `allowWatchBookmarks=true` gets a `BOOKMARK` event carrying the
     /// current resourceVersion (kube-apiserver: about once a minute).
     pub bookmark_interval: Duration,
+    /// How long a node's heartbeat may stay away before the node is marked `Ready=Unknown` and
+    /// its pods not ready (kube-controller-manager's `--node-monitor-grace-period`: 40 s, 50 s
+    /// from Kubernetes 1.32).
+    pub node_monitor_grace: Duration,
 }
 
 impl ApiServerSettings {
@@ -78,6 +85,7 @@ impl ApiServerSettings {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             watch_window: DEFAULT_WATCH_WINDOW,
             bookmark_interval: Duration::from_secs(60),
+            node_monitor_grace: Duration::from_secs(40),
         }
     }
 }
@@ -95,6 +103,8 @@ pub(crate) struct State {
     pub(crate) watch_faults: WatchFaults,
     /// An overload a test injects: some requests are refused before they are handled.
     pub(crate) overload: std::sync::Mutex<Option<ActiveOverload>>,
+    /// When the node last sent a heartbeat (`None`: never).
+    pub(crate) heartbeat: std::sync::Mutex<Option<std::time::Instant>>,
     me: Weak<State>,
 }
 
@@ -192,9 +202,12 @@ impl ApiServer {
             requests: audit::RequestLog::default(),
             watch_faults: WatchFaults::default(),
             overload: std::sync::Mutex::new(None),
+            heartbeat: std::sync::Mutex::new(None),
             me: me.clone(),
         });
         handlers::bootstrap(&state);
+        nodes::bootstrap(&state);
+        tokio::spawn(nodes::monitor(Arc::downgrade(&state)));
         let router = handlers::router(Arc::clone(&state));
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

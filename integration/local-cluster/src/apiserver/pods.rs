@@ -656,8 +656,11 @@ pub(crate) async fn stream(
         .to_owned();
     let url = state.node.stream_url(stream_request, attach).await.map_err(|e| match e {
         NodeError::NotRunning { .. } => ApiError::bad_request(e.to_string()),
-        NodeError::Runtime { .. } => ApiError::internal(e.to_string()),
+        NodeError::Runtime { .. } | NodeError::Unreachable { .. } => {
+            ApiError::internal(e.to_string())
+        }
     })?;
+    let mut link = state.node.link();
     let upstream_url = url.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
     let mut upstream_request = upstream_url
         .as_str()
@@ -694,7 +697,16 @@ pub(crate) async fn stream(
                 let client =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                proxy(client, upstream, translate_v5).await;
+                // The stream runs through the kubelet: it ends when the node agent goes down.
+                let node_down = async {
+                    if link.wait_for(|up| !*up).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    () = proxy(client, upstream, translate_v5) => {}
+                    () = node_down => tracing::debug!("the node went down: stream cut"),
+                }
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }

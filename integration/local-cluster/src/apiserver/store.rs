@@ -26,12 +26,14 @@ pub(crate) enum Kind {
     ServiceAccount,
     Event,
     ResourceQuota,
+    Node,
 }
 
 impl Kind {
     /// All stored kinds, in discovery order.
-    pub(crate) const ALL: [Kind; 7] = [
+    pub(crate) const ALL: [Kind; 8] = [
         Kind::Namespace,
+        Kind::Node,
         Kind::Pod,
         Kind::Secret,
         Kind::ConfigMap,
@@ -50,6 +52,7 @@ impl Kind {
             Kind::ServiceAccount => "serviceaccounts",
             Kind::Event => "events",
             Kind::ResourceQuota => "resourcequotas",
+            Kind::Node => "nodes",
         }
     }
 
@@ -63,6 +66,7 @@ impl Kind {
             Kind::ServiceAccount => "ServiceAccount",
             Kind::Event => "Event",
             Kind::ResourceQuota => "ResourceQuota",
+            Kind::Node => "Node",
         }
     }
 
@@ -73,7 +77,7 @@ impl Kind {
 
     /// Whether objects of this kind live in a namespace.
     pub(crate) fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        !matches!(self, Kind::Namespace | Kind::Node)
     }
 
     /// Looks a kind up by its URL resource name.

@@ -15,6 +15,7 @@
 //! (there is no registry to pull from); no probes (a running container is ready); no
 //! service-account tokens; the pod's IP is the node's (host network).
 
+use super::link::{Missed, NodeLink};
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -83,6 +84,8 @@ struct Inner {
     pods: Mutex<HashMap<(String, String), Arc<PodEntry>>>,
     /// `false` while images are still being imported in the background.
     imports: tokio::sync::watch::Receiver<bool>,
+    /// The connection to the API server (down while a test has "stopped the kubelet").
+    link: Arc<NodeLink>,
 }
 
 /// What the agent keeps per pod, shared between the pod worker and the other entry points.
@@ -133,8 +136,34 @@ impl NodeAgent {
                 apparmor_enabled: security::host_apparmor_enabled(),
                 pods: Mutex::new(HashMap::new()),
                 imports,
+                link: NodeLink::new(),
             }),
         }
+    }
+
+    /// Stops the agent as if the kubelet process died: no status, events or heartbeats reach
+    /// the API server, streams through the node end and new ones are refused; containers keep
+    /// running. Pod creations and deletions are kept for [`NodeAgent::start_again`].
+    pub fn stop(&self) {
+        self.inner.link.go_down();
+    }
+
+    /// Starts the agent again after [`NodeAgent::stop`]: it posts every pod's status, then
+    /// carries out the creations and deletions it missed.
+    pub fn start_again(&self) {
+        for missed in self.inner.link.come_up() {
+            match missed {
+                Missed::Created(pod, cluster) => self.pod_created(*pod, cluster),
+                Missed::Deleted { namespace, name, grace, cluster } => {
+                    self.pod_deleted(&namespace, &name, grace, cluster);
+                }
+            }
+        }
+    }
+
+    /// Whether the agent is running (not [`NodeAgent::stop`]ped).
+    pub fn is_up(&self) -> bool {
+        self.inner.link.is_up()
     }
 
     /// The agent's settings.
@@ -186,6 +215,13 @@ fn pod_key(pod: &Pod) -> (String, String) {
 
 impl NodeRuntime for NodeAgent {
     fn pod_created(&self, pod: Pod, cluster: Arc<dyn ClusterView>) {
+        let Some(Missed::Created(pod, cluster)) =
+            self.inner.link.defer(Missed::Created(Box::new(pod), cluster))
+        else {
+            return;
+        };
+        let pod = *pod;
+        let cluster = self.inner.link.gate(cluster);
         let key = pod_key(&pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let entry = Arc::new(PodEntry {
@@ -217,6 +253,16 @@ impl NodeRuntime for NodeAgent {
         grace_period_seconds: i64,
         cluster: Arc<dyn ClusterView>,
     ) {
+        let missed = Missed::Deleted {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            grace: grace_period_seconds,
+            cluster,
+        };
+        let Some(Missed::Deleted { cluster, .. }) = self.inner.link.defer(missed) else {
+            return;
+        };
+        let cluster = self.inner.link.gate(cluster);
         let entry = self.entry(namespace, name);
         let inner = Arc::clone(&self.inner);
         let (ns, name) = (namespace.to_owned(), name.to_owned());
@@ -243,6 +289,10 @@ impl NodeRuntime for NodeAgent {
         attach: bool,
     ) -> BoxFuture<'_, Result<String, NodeError>> {
         Box::pin(async move {
+            if !self.inner.link.is_up() {
+                let address = format!("{}:10250", self.inner.config.node_ip);
+                return Err(NodeError::Unreachable { address });
+            }
             let not_running = || NodeError::NotRunning {
                 namespace: request.namespace.clone(),
                 pod: request.pod.clone(),
@@ -283,6 +333,10 @@ impl NodeRuntime for NodeAgent {
             };
             result.map_err(|status| NodeError::Runtime { message: status.message().to_owned() })
         })
+    }
+
+    fn link(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.link.watch()
     }
 
     fn container_log_path(&self, namespace: &str, pod: &str, container: &str) -> Option<PathBuf> {

@@ -18,6 +18,7 @@ pub mod agent;
 pub mod containerd;
 pub mod cri;
 pub mod images;
+mod link;
 
 mod env;
 mod security;
