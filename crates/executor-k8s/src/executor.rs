@@ -821,6 +821,19 @@ impl JobRun<'_> {
             // The follower reads exactly the script's length: nothing depends on closing stdin.
             drop(stdin);
         }
+        // kube's exec never ends stdout when its websocket breaks (it returns before shutting
+        // the pipe down) but drops the status sender: a status of `None` means the connection
+        // was cut, so the stream is resumed instead of waiting for the silence limit.
+        let status = process.take_status();
+        let status = async move {
+            match status {
+                Some(status) => status.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(status);
+        let mut status_open = true;
+        let mut cut_at: Option<Instant> = None;
         let mut stdout =
             process.stdout().ok_or_else(|| FollowError::Transient("no stdout".to_owned()))?;
         let mut stderr =
@@ -868,6 +881,19 @@ impl JobRun<'_> {
                         stderr_task.abort();
                         return Err(FollowError::Stop(StageStop::Failed(failure)));
                     }
+                }
+                ended = &mut status, if status_open => {
+                    status_open = false;
+                    if ended.is_none() {
+                        // What the pipe still holds is read meanwhile.
+                        cut_at = Some(Instant::now() + CUT_DRAIN);
+                    }
+                }
+                () = sleep_until_opt(cut_at) => {
+                    stderr_task.abort();
+                    return Err(FollowError::Transient(
+                        "the exec's connection was cut (no exit status)".to_owned(),
+                    ));
                 }
                 () = tokio::time::sleep_until(heard + stage::STREAM_SILENCE_LIMIT) => {
                     stderr_task.abort();
@@ -1133,6 +1159,9 @@ impl JobRun<'_> {
         }
     }
 }
+
+/// How long output still in kube's pipe is read after an exec's connection was cut.
+const CUT_DRAIN: Duration = Duration::from_millis(200);
 
 /// How long a canceled stage may take to end after SIGTERM before it gets SIGKILL.
 const CANCEL_GRACE: Duration = Duration::from_secs(10);

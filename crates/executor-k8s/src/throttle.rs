@@ -7,7 +7,7 @@
 //!   Every attempt, retries included, takes a token; a request waits for one rather than fail.
 //! - [`ApiRetry`]: `429 Too Many Requests`, `500`, `503` and `504` are retried up to
 //!   [`MAX_RETRIES`] times with exponential backoff and jitter, waiting at least the server's
-//!   `Retry-After`. A retried `POST` is safe here because every object this executor creates has
+//!   `Retry-After` (an exec or attach only on `429`: its 5xx are the node's, for the stage loop). A retried `POST` is safe here because every object this executor creates has
 //!   a name derived from the job: a replay that had in fact been executed gets `409` and the
 //!   executor adopts its own object.
 //!
@@ -188,7 +188,15 @@ impl<B> Policy<Request<Body>, Response<B>, BoxError> for ApiRetry {
         result: &mut Result<Response<B>, BoxError>,
     ) -> Option<Sleep> {
         let response = result.as_ref().ok()?;
-        if !Self::retryable(response.status()) || self.attempt >= MAX_RETRIES {
+        // An exec or attach that fails with 5xx is the node's problem ("error dialing
+        // backend"), which the stage loop looks into itself: only throttling is retried here.
+        let upgrade = request.headers().contains_key(http::header::UPGRADE);
+        let retryable = if upgrade {
+            response.status() == StatusCode::TOO_MANY_REQUESTS
+        } else {
+            Self::retryable(response.status())
+        };
+        if !retryable || self.attempt >= MAX_RETRIES {
             return None;
         }
         let jitter = HasherRng::default().next_f64();
@@ -305,5 +313,35 @@ mod tests {
         let answer: Response<()> =
             Response::builder().header("Retry-After", " 2 ").body(()).expect("response");
         assert_eq!(retry_after(&answer), Some(Duration::from_secs(2)));
+    }
+
+    #[tokio::test]
+    async fn an_exec_is_retried_on_429_only() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use tower::ServiceExt as _;
+        for (first, expected_calls) in [(500, 1), (503, 1), (429, 2)] {
+            let calls = Arc::new(AtomicU32::new(0));
+            let seen = Arc::clone(&calls);
+            let server = tower::service_fn(move |_request: Request<Body>| {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let status = if n == 0 { first } else { 101 };
+                    let response = Response::builder()
+                        .status(status)
+                        .header("Retry-After", "0")
+                        .body(())
+                        .expect("response");
+                    Ok::<_, BoxError>(response)
+                }
+            });
+            let service = tower::retry::RetryLayer::new(ApiRetry::default()).layer(server);
+            let request = Request::get("/api/v1/namespaces/default/pods/p/exec?command=true")
+                .header(http::header::UPGRADE, "websocket")
+                .header(http::header::CONNECTION, "Upgrade")
+                .body(Body::empty())
+                .expect("request");
+            service.oneshot(request).await.expect("answer");
+            assert_eq!(calls.load(Ordering::SeqCst), expected_calls, "first answer {first}");
+        }
     }
 }

@@ -833,3 +833,118 @@ async fn containers_get_the_kubelet_managed_hosts_file_with_the_host_aliases() {
     assert!(out.contains("# Entries added by HostAliases.\n127.0.0.1\tdb\tpostgres\n"), "{out}");
     assert!(!out.contains("bad address"), "the alias resolves: {out}");
 }
+
+fn ready_condition_of(
+    conditions: Option<&Vec<k8s_openapi::api::core::v1::PodCondition>>,
+) -> String {
+    conditions
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+async fn node_ready(nodes: &Api<k8s_openapi::api::core::v1::Node>) -> (String, usize) {
+    let node = nodes.get("local-node").await.expect("the node object");
+    let ready = node
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
+        .unwrap_or_default();
+    let unreachable = node
+        .spec
+        .iter()
+        .flat_map(|s| s.taints.iter().flatten())
+        .filter(|t| t.key == "node.kubernetes.io/unreachable")
+        .count();
+    (ready, unreachable)
+}
+
+#[tokio::test]
+async fn a_stopped_node_agent_cuts_streams_refuses_exec_is_marked_unknown_and_comes_back() {
+    if !runtime_tier_available() {
+        return;
+    }
+    let dir = short_temp_dir();
+    let options = ClusterOptions::new(dir.path()).node_monitor_grace(Duration::from_secs(2));
+    let cluster = LocalCluster::start(options).await.expect("local cluster starts");
+    let client = cluster.kube_client().await.expect("client");
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    assert_eq!(node_ready(&nodes).await, ("True".to_owned(), 0));
+    pods.create(
+        &PostParams::default(),
+        &pod("steady", vec![container("main", "sleep 3600", json!({}))], json!({})),
+    )
+    .await
+    .expect("create");
+    wait_for(&pods, "steady", conditions::is_pod_running()).await;
+    let ticking = ["sh", "-c", "while :; do echo tick; sleep 0.2; done"];
+    let mut process = pods
+        .exec("steady", ticking, &AttachParams::default().stdout(true).stderr(false))
+        .await
+        .expect("exec");
+    let mut stdout = process.stdout().expect("stdout");
+    let status = process.take_status().expect("status");
+    let mut first = [0_u8; 5];
+    stdout.read_exact(&mut first).await.expect("a first tick");
+    let stopped = Instant::now();
+    cluster.stop_node_agent();
+    // kube's client shows a cut connection as an exec without a status (its stdout stays open).
+    let ended = tokio::time::timeout(Duration::from_secs(5), status)
+        .await
+        .expect("the stream through the stopped agent is cut");
+    assert!(ended.is_none(), "cut, not ended with a status: {ended:?}");
+    let refused = pods
+        .exec("steady", ["true"], &AttachParams::default().stdout(true).stderr(false))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(refused.contains("error dialing backend"), "{refused}");
+    loop {
+        let pod_ready = ready_condition_of(
+            pods.get("steady")
+                .await
+                .expect("pod")
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref()),
+        );
+        if node_ready(&nodes).await == ("Unknown".to_owned(), 2) && pod_ready == "False" {
+            break;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(10), "marked after the 2 s grace");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The grace counts from the last heartbeat (every 500 ms, later on a loaded machine).
+    assert!(stopped.elapsed() >= Duration::from_secs(1), "not long before the grace period");
+    let back = Instant::now();
+    cluster.start_node_agent();
+    loop {
+        let pod_ready = ready_condition_of(
+            pods.get("steady")
+                .await
+                .expect("pod")
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref()),
+        );
+        if node_ready(&nodes).await == ("True".to_owned(), 0) && pod_ready == "True" {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(5), "ready again after its heartbeat");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut again = pods
+        .exec("steady", ["echo", "back"], &AttachParams::default().stdout(true).stderr(false))
+        .await
+        .expect("exec works again");
+    let mut out = String::new();
+    again.stdout().expect("stdout").read_to_string(&mut out).await.expect("read");
+    assert_eq!(out, "back\n");
+    cluster.shutdown().await;
+}
