@@ -692,3 +692,24 @@ fn a_job_left_by_a_killed_process_is_failed_at_the_next_start_after_its_log() {
         daemon.wait().await;
     });
 }
+
+#[tokio::test]
+async fn a_job_ending_while_gitlab_is_down_is_reported_once_it_is_back() {
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(&MockJob::new("end-in-outage").script(&["echo working", "sleep 200"]));
+    let Started { shutdown, daemon, .. } = start(settings(vec![runner("r", &mock)])).await;
+    assert!(job.wait_trace_contains(b"$ sleep 200", WAIT).await);
+    mock.set_down(true);
+    // The job ends 200 ms into the outage; its final update fails until GitLab is back.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(job.state(), JobState::Running, "GitLab heard nothing during the outage");
+    mock.set_down(false);
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
+    assert_eq!(
+        job_output(&job.trace(), "r"),
+        "$ echo working\nworking\n$ sleep 200\n\x1b[32;1mJob succeeded\x1b[0;m\n"
+    );
+    shutdown.cancel();
+    let report = daemon.wait().await;
+    assert_eq!((report.jobs_reported, report.jobs_report_failed), (1, 0));
+}
