@@ -101,6 +101,21 @@ fn config_namespace(k: &KubernetesConfig) -> String {
     k.raw.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_owned())
 }
 
+/// The runner's objects in `namespace` (only this process's with `system_id`).
+fn leftovers_of(
+    config: &RunnerConfig,
+    k: &KubernetesConfig,
+    namespace: String,
+    system_id: Option<&str>,
+) -> Leftovers {
+    let short = config.raw.token.as_deref().map(names::short_token).unwrap_or_default();
+    Leftovers {
+        namespace,
+        selector: leftovers::selector(&short, system_id),
+        grace: cleanup_grace(k),
+    }
+}
+
 /// `cleanup_grace_period_seconds`, as the pods' deletion grace.
 fn cleanup_grace(k: &KubernetesConfig) -> Option<u32> {
     k.raw.cleanup_grace_period_seconds.and_then(|g| u32::try_from(g).ok())
@@ -141,12 +156,7 @@ impl Executor for KubernetesExecutor {
             } else {
                 config_namespace(k)
             };
-            let short = config.raw.token.as_deref().map(names::short_token).unwrap_or_default();
-            let leftovers = Leftovers {
-                namespace: &namespace,
-                selector: leftovers::selector(&short, None),
-                grace: cleanup_grace(k),
-            };
+            let leftovers = leftovers_of(config, k, namespace, None);
             leftovers.delete(&cluster, Some(job_id), HashSet::new).await
         })
     }
@@ -161,13 +171,7 @@ impl Executor for KubernetesExecutor {
         let runner = runner.clone();
         Box::pin(async move {
             let (cluster, config, k) = self.runner_cluster(&runner).await?;
-            let namespace = config_namespace(k);
-            let short = config.raw.token.as_deref().map(names::short_token).unwrap_or_default();
-            let leftovers = Leftovers {
-                namespace: &namespace,
-                selector: leftovers::selector(&short, Some(&runner.system_id)),
-                grace: cleanup_grace(k),
-            };
+            let leftovers = leftovers_of(config, k, config_namespace(k), Some(&runner.system_id));
             leftovers.delete(&cluster, None, || running()).await
         })
     }

@@ -13,9 +13,9 @@ use crate::cluster::RunnerCluster;
 use crate::names;
 
 /// Which objects to look at and which to keep.
-pub(crate) struct Leftovers<'a> {
+pub(crate) struct Leftovers {
     /// The namespace of the runner's jobs.
-    pub(crate) namespace: &'a str,
+    pub(crate) namespace: String,
     /// The label selector (runner, and for a sweep the system id).
     pub(crate) selector: String,
     /// The grace period pods get (`cleanup_grace_period_seconds`).
@@ -27,7 +27,7 @@ fn job_id(meta: &ObjectMeta) -> Option<u64> {
     meta.annotations.as_ref()?.get(names::JOB_ID_ANNOTATION)?.parse().ok()
 }
 
-impl Leftovers<'_> {
+impl Leftovers {
     /// Lists the pods and Secrets of the selector, then deletes those of job `only` (or of every
     /// job) except the jobs `running` returns, called after the listing so that a job started
     /// meanwhile is kept. Returns what was deleted, described for the logs.
@@ -38,8 +38,8 @@ impl Leftovers<'_> {
         running: impl FnOnce() -> HashSet<u64>,
     ) -> Result<Vec<String>, String> {
         let params = ListParams::default().labels(&self.selector);
-        let pods: Api<Pod> = Api::namespaced(cluster.client().clone(), self.namespace);
-        let secrets: Api<Secret> = Api::namespaced(cluster.client().clone(), self.namespace);
+        let pods: Api<Pod> = Api::namespaced(cluster.client().clone(), &self.namespace);
+        let secrets: Api<Secret> = Api::namespaced(cluster.client().clone(), &self.namespace);
         let listed_pods = pods.list(&params).await.map_err(|e| self.failed("list pods", &e))?;
         let listed_secrets =
             secrets.list(&params).await.map_err(|e| self.failed("list secrets", &e))?;

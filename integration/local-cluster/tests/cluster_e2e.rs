@@ -834,20 +834,13 @@ async fn containers_get_the_kubelet_managed_hosts_file_with_the_host_aliases() {
     assert!(!out.contains("bad address"), "the alias resolves: {out}");
 }
 
-fn ready_condition_of(
-    conditions: Option<&Vec<k8s_openapi::api::core::v1::PodCondition>>,
-) -> String {
-    conditions
-        .into_iter()
-        .flatten()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status.clone())
-        .unwrap_or_default()
-}
-
-async fn node_ready(nodes: &Api<k8s_openapi::api::core::v1::Node>) -> (String, usize) {
+/// The node's `Ready` status, its count of unreachable taints, and the `steady` pod's `Ready`.
+async fn readiness(
+    nodes: &Api<k8s_openapi::api::core::v1::Node>,
+    pods: &Api<Pod>,
+) -> (String, usize, String) {
     let node = nodes.get("local-node").await.expect("the node object");
-    let ready = node
+    let node_ready = node
         .status
         .iter()
         .flat_map(|s| s.conditions.iter().flatten())
@@ -860,7 +853,37 @@ async fn node_ready(nodes: &Api<k8s_openapi::api::core::v1::Node>) -> (String, u
         .flat_map(|s| s.taints.iter().flatten())
         .filter(|t| t.key == "node.kubernetes.io/unreachable")
         .count();
-    (ready, unreachable)
+    let pod = pods.get("steady").await.expect("pod");
+    let pod_ready = pod
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
+        .unwrap_or_default();
+    (node_ready, unreachable, pod_ready)
+}
+
+/// Waits until [`readiness`] is `expected`, for at most `limit` from `since`.
+async fn wait_readiness(
+    nodes: &Api<k8s_openapi::api::core::v1::Node>,
+    pods: &Api<Pod>,
+    expected: (&str, usize, &str),
+    since: Instant,
+    limit: Duration,
+) {
+    loop {
+        let (node, taints, pod) = readiness(nodes, pods).await;
+        if (node.as_str(), taints, pod.as_str()) == expected {
+            return;
+        }
+        assert!(
+            since.elapsed() < limit,
+            "still {:?}, waiting for {expected:?}",
+            (node, taints, pod)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -874,7 +897,6 @@ async fn a_stopped_node_agent_cuts_streams_refuses_exec_is_marked_unknown_and_co
     let client = cluster.kube_client().await.expect("client");
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    assert_eq!(node_ready(&nodes).await, ("True".to_owned(), 0));
     pods.create(
         &PostParams::default(),
         &pod("steady", vec![container("main", "sleep 3600", json!({}))], json!({})),
@@ -882,6 +904,8 @@ async fn a_stopped_node_agent_cuts_streams_refuses_exec_is_marked_unknown_and_co
     .await
     .expect("create");
     wait_for(&pods, "steady", conditions::is_pod_running()).await;
+    let (node, taints, _) = readiness(&nodes, &pods).await;
+    assert_eq!((node.as_str(), taints), ("True", 0));
     let ticking = ["sh", "-c", "while :; do echo tick; sleep 0.2; done"];
     let mut process = pods
         .exec("steady", ticking, &AttachParams::default().stdout(true).stderr(false))
@@ -905,40 +929,12 @@ async fn a_stopped_node_agent_cuts_streams_refuses_exec_is_marked_unknown_and_co
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(refused.contains("error dialing backend"), "{refused}");
-    loop {
-        let pod_ready = ready_condition_of(
-            pods.get("steady")
-                .await
-                .expect("pod")
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref()),
-        );
-        if node_ready(&nodes).await == ("Unknown".to_owned(), 2) && pod_ready == "False" {
-            break;
-        }
-        assert!(stopped.elapsed() < Duration::from_secs(10), "marked after the 2 s grace");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_readiness(&nodes, &pods, ("Unknown", 2, "False"), stopped, Duration::from_secs(10)).await;
     // The grace counts from the last heartbeat (every 500 ms, later on a loaded machine).
     assert!(stopped.elapsed() >= Duration::from_secs(1), "not long before the grace period");
     let back = Instant::now();
     cluster.start_node_agent();
-    loop {
-        let pod_ready = ready_condition_of(
-            pods.get("steady")
-                .await
-                .expect("pod")
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref()),
-        );
-        if node_ready(&nodes).await == ("True".to_owned(), 0) && pod_ready == "True" {
-            break;
-        }
-        assert!(back.elapsed() < Duration::from_secs(5), "ready again after its heartbeat");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_readiness(&nodes, &pods, ("True", 0, "True"), back, Duration::from_secs(5)).await;
     let mut again = pods
         .exec("steady", ["echo", "back"], &AttachParams::default().stdout(true).stderr(false))
         .await
