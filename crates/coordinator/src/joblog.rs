@@ -416,6 +416,14 @@ impl fmt::Debug for LogWriter {
 }
 
 impl LogWriter {
+    /// The trace GitLab has not acknowledged: the offset it starts at and its bytes (masked).
+    /// After a [`JobLog::finish`] that failed, what a later process must still send.
+    pub fn unsent(&self) -> (u64, Vec<u8>) {
+        let state = self.shared.lock();
+        let sent = state.sent.min(state.trace.len());
+        (sent as u64, state.trace[sent..].to_vec())
+    }
+
     /// Appends output (masked before it is stored). Writes after [`JobLog::finish`] are dropped.
     pub fn write(&self, data: &[u8]) {
         self.shared.write(data);
@@ -743,22 +751,50 @@ impl JobLog {
     }
 }
 
-/// Ends a job this process did not run (one an earlier runner process left behind): appends
-/// `message` as an error line at the end of GitLab's trace (found with a `416`'s `Range`), then
-/// reports the job failed with `runner_system_failure`, without a checksum (the trace before
-/// the message is not known here). Each step is tried at most `attempts` times with backoff.
+/// What a later process sends for a job an earlier one did not finish reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftReport {
+    /// Bytes to append to the job's trace.
+    pub trace: Vec<u8>,
+    /// Where `trace` starts in GitLab's trace, if known (else it goes after what GitLab has).
+    pub offset: Option<u64>,
+    /// The final update (sent without a checksum: the trace before `trace` is not known here).
+    pub update: JobUpdate,
+}
+
+impl LeftReport {
+    /// A job that an earlier runner process left running: `message` as an error line after
+    /// what GitLab has, and `failed` with `runner_system_failure`.
+    pub fn failed(message: &str) -> Self {
+        let line = format!("\n\x1b[31;1mERROR: Job failed (system failure): {message}\x1b[0;m\n");
+        Self {
+            trace: line.into_bytes(),
+            offset: None,
+            update: JobUpdate {
+                state: JobState::Failed,
+                failure_reason: Some(crate::outcome::FailureReason::RunnerSystemFailure.as_str()),
+                exit_code: None,
+                output: None,
+            },
+        }
+    }
+}
+
+/// Sends what an earlier runner process could not: the rest of the trace, then the final
+/// update. A trace whose offset is known continues there (a `416` tells how much of it GitLab
+/// already has, which is not sent again); one without goes after GitLab's trace (never from 0,
+/// which would replace it under `trace_reset`). Each step is tried at most `attempts` times.
 ///
 /// # Errors
 ///
 /// [`Error::JobAborted`] when GitLab no longer takes the job (403/404: canceled, timed out or
 /// erased), [`Error::FinalUpdateExhausted`] when the attempts ran out.
-pub async fn fail_left_job(
+pub async fn report_left_job(
     client: &Client,
     job: &JobCredentials,
-    message: &str,
+    report: &LeftReport,
     attempts: u32,
 ) -> Result<()> {
-    let line = format!("\n\x1b[31;1mERROR: Job failed (system failure): {message}\x1b[0;m\n");
     let mut backoff = ExponentialBuilder::default()
         .with_jitter()
         .with_min_delay(Duration::from_millis(500))
@@ -774,16 +810,20 @@ pub async fn fail_left_job(
         attempts: tries,
         last: Box::new(last),
     };
-    // Not 0: a patch from 0 replaces the trace (`trace_reset`). No trace is this long, so the
-    // first answer is a 416 whose `Range` says where GitLab's trace ends.
-    let mut offset = 1 << 40;
+    // No trace is this long: the first answer is a 416 saying where GitLab's trace ends.
+    let mut offset = report.offset.unwrap_or(1 << 40);
+    let mut rest = report.trace.as_slice();
     let mut tries = 0;
-    loop {
+    while !rest.is_empty() {
         tries += 1;
-        let error = match client.patch_trace(job, offset, line.clone().into_bytes(), false).await {
+        let error = match client.patch_trace(job, offset, rest.to_vec(), false).await {
             Ok(r) => match r.outcome {
                 PatchOutcome::Accepted => break,
                 PatchOutcome::RangeMismatch { server_offset: Some(end) } if end != offset => {
+                    // GitLab has more (an answer lost): skip what it has; or less: continue
+                    // at its end.
+                    let have = usize::try_from(end.saturating_sub(offset)).unwrap_or(usize::MAX);
+                    rest = rest.get(have..).unwrap_or_default();
                     offset = end;
                     continue;
                 }
@@ -803,16 +843,10 @@ pub async fn fail_left_job(
         let Some(delay) = backoff.next() else { return Err(exhausted(tries, error)) };
         tokio::time::sleep(delay).await;
     }
-    let update = JobUpdate {
-        state: JobState::Failed,
-        failure_reason: Some(crate::outcome::FailureReason::RunnerSystemFailure.as_str()),
-        exit_code: None,
-        output: None,
-    };
     tries = 0;
     loop {
         tries += 1;
-        let error = match client.update_job(job, &update).await {
+        let error = match client.update_job(job, &report.update).await {
             Ok(r) => match r.outcome {
                 UpdateOutcome::Done => return Ok(()),
                 UpdateOutcome::Forbidden | UpdateOutcome::NotFound => {

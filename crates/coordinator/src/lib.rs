@@ -13,7 +13,7 @@ pub use client::{
 };
 pub use error::{Endpoint, Error, Result};
 pub use joblog::{
-    FinishReport, JobCancel, JobLog, JobLogConfig, LogWriter, Section, fail_left_job,
+    FinishReport, JobCancel, JobLog, JobLogConfig, LeftReport, LogWriter, Section, report_left_job,
 };
 pub use mask::Masker;
 pub use outcome::{FailureReason, JobOutcome};

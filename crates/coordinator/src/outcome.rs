@@ -42,6 +42,23 @@ impl FailureReason {
         }
     }
 
+    /// The reason of a wire name (one [`FailureReason::as_str`] returns).
+    pub fn from_wire(name: &str) -> Option<Self> {
+        [
+            Self::ScriptFailure,
+            Self::RunnerSystemFailure,
+            Self::JobExecutionTimeout,
+            Self::ImagePullFailure,
+            Self::UnknownFailure,
+            Self::RunnerConfigurationError,
+            Self::RunnerExternalDependencyFailure,
+            Self::RunnerInterrupted,
+            Self::JobCanceled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == name)
+    }
+
     /// The value to send, given the `features.failure_reasons` GitLab announced:
     /// `script_failure`, `runner_system_failure` and `job_execution_timeout` always pass;
     /// an unlisted reason is mapped (image pull and external dependency failures to

@@ -793,6 +793,11 @@ impl JobState {
             Self::Failed => "failed",
         }
     }
+
+    /// The state of a wire name.
+    pub fn from_wire(name: &str) -> Option<Self> {
+        [Self::Running, Self::Success, Self::Failed].into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 /// The job update (`UpdateJobRequest`) minus `info` and `token`, which the client adds.

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::capacity::Slot;
 use crate::daemon::{ActiveGuard, Runner, Shared};
-use crate::journal::JournalEntry;
+use crate::journal::{JournalEntry, Unreported};
 use crate::metrics::{FailureLabels, OutcomeLabels, RunnerLabels};
 
 fn closing_line(outcome: &JobOutcome) -> String {
@@ -46,17 +46,17 @@ pub(crate) async fn run_job(
     shared.metrics.jobs_running.get_or_create(&labels).inc();
     info!(job.name = %job.job_info.name, "job received");
     shared.running.insert(runner.name(), job.id);
-    if let Some(journal) = &shared.journal {
-        let entry = JournalEntry::now(
-            runner.name(),
-            runner.url(),
-            job.id,
-            job.token.clone(),
-            &runner.context().system_id,
-        );
-        if let Err(e) = journal.record(&entry) {
-            warn!(error = %e, "failed to save the job in the journal: a killed runner would leave it to GitLab's timeout");
-        }
+    let mut entry = JournalEntry::now(
+        runner.name(),
+        runner.url(),
+        job.id,
+        job.token.clone(),
+        &runner.context().system_id,
+    );
+    if let Some(journal) = &shared.journal
+        && let Err(e) = journal.record(&entry)
+    {
+        warn!(error = %e, "failed to save the job in the journal: a killed runner would leave it to GitLab's timeout");
     }
     let log = JobLog::start(runner.client().clone(), &job, runner.job_log().clone());
     let writer = log.writer();
@@ -110,6 +110,7 @@ pub(crate) async fn run_job(
         outcome
     };
     writer.writeln(&closing_line(&outcome));
+    let mut unreported = false;
     let state = match log.finish(&outcome).await {
         Ok(report) => {
             debug!(trace.bytes = report.bytes_sent, "final update accepted");
@@ -124,6 +125,7 @@ pub(crate) async fn run_job(
         Err(e) => {
             warn!(error = %e, error.kind = e.kind(), "final job update failed");
             shared.counters.report_failed.fetch_add(1, Ordering::SeqCst);
+            unreported = keep_unreported(&shared, &mut entry, &outcome, &job, &writer);
             "report_failed".to_owned()
         }
     };
@@ -143,7 +145,8 @@ pub(crate) async fn run_job(
         .get_or_create(&OutcomeLabels { runner: runner.name().to_owned(), state })
         .inc();
     shared.metrics.jobs_running.get_or_create(&labels).dec();
-    if let Some(journal) = &shared.journal
+    if !unreported
+        && let Some(journal) = &shared.journal
         && let Err(e) = journal.forget(job.id)
     {
         warn!(error = %e, "failed to remove the job from the journal");
@@ -151,4 +154,38 @@ pub(crate) async fn run_job(
     shared.running.remove(runner.name(), job.id);
     info!(job.outcome = outcome.label(), "job ended");
     drop(slots);
+}
+
+/// Keeps a job whose final update GitLab did not take in the journal, with the trace it did not
+/// acknowledge, for the next start to send. Whether it was kept.
+fn keep_unreported(
+    shared: &Shared,
+    entry: &mut JournalEntry,
+    outcome: &JobOutcome,
+    job: &Job,
+    writer: &podrunner_coordinator::LogWriter,
+) -> bool {
+    let Some(journal) = &shared.journal else { return false };
+    let (trace_offset, trace) = writer.unsent();
+    let unreported = Unreported {
+        state: outcome.state().as_str().to_owned(),
+        failure_reason: outcome
+            .failure_reason()
+            .map(|r| r.resolve(&job.features.failure_reasons).to_owned()),
+        exit_code: outcome.exit_code(),
+        trace_offset,
+    };
+    match journal.record_unreported(entry, unreported, &trace) {
+        Ok(()) => {
+            warn!(
+                trace.unsent = trace.len(),
+                "the job's final state is kept for the next start to send"
+            );
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "failed to keep the unreported job in the journal");
+            false
+        }
+    }
 }

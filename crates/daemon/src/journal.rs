@@ -36,6 +36,20 @@ pub enum JournalError {
     },
 }
 
+/// A job that ended but whose final state GitLab did not take (it was unreachable until the
+/// retries ran out): what the next start must still send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreported {
+    /// `success` or `failed`.
+    pub state: String,
+    /// The failure reason as it was to be sent.
+    pub failure_reason: Option<String>,
+    /// The exit code, if any.
+    pub exit_code: Option<i32>,
+    /// Where the unsent trace (the `job-<id>.trace` file) starts in GitLab's trace.
+    pub trace_offset: u64,
+}
+
 /// One running job, as saved.
 pub struct JournalEntry {
     /// The runner's name (`name` in `config.toml`).
@@ -52,6 +66,8 @@ pub struct JournalEntry {
     pub pid: u32,
     /// When the job was received (Unix seconds).
     pub started_unix: u64,
+    /// Set when the job ended and GitLab did not take its final state.
+    pub unreported: Option<Unreported>,
 }
 
 impl std::fmt::Debug for JournalEntry {
@@ -82,11 +98,21 @@ impl JournalEntry {
             system_id: system_id.to_owned(),
             pid: std::process::id(),
             started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            unreported: None,
         }
     }
 
     fn to_json(&self) -> Value {
+        let unreported = self.unreported.as_ref().map(|u| {
+            json!({
+                "state": u.state,
+                "failure_reason": u.failure_reason,
+                "exit_code": u.exit_code,
+                "trace_offset": u.trace_offset,
+            })
+        });
         json!({
+            "unreported": unreported,
             "version": VERSION,
             "runner": self.runner,
             "url": self.url,
@@ -111,6 +137,15 @@ impl JournalEntry {
             system_id: text("system_id").unwrap_or_default(),
             pid: value["pid"].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
             started_unix: value["started_unix"].as_u64().unwrap_or(0),
+            unreported: value["unreported"].as_object().map(|u| Unreported {
+                state: u.get("state").and_then(Value::as_str).unwrap_or("failed").to_owned(),
+                failure_reason: u.get("failure_reason").and_then(Value::as_str).map(str::to_owned),
+                exit_code: u
+                    .get("exit_code")
+                    .and_then(Value::as_i64)
+                    .and_then(|c| i32::try_from(c).ok()),
+                trace_offset: u.get("trace_offset").and_then(Value::as_u64).unwrap_or(0),
+            }),
         })
     }
 }
@@ -164,19 +199,34 @@ impl Journal {
     ///
     /// [`JournalError::Io`] when the file cannot be written.
     pub fn record(&self, entry: &JournalEntry) -> Result<(), JournalError> {
-        let path = self.path(entry.job_id);
-        let tmp = self.dir.join(format!(".job-{}.json.tmp", entry.job_id));
-        let io = |action, source| JournalError::Io { action, path: path.clone(), source };
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io("write", e))?;
-        file.write_all(entry.to_json().to_string().as_bytes()).map_err(|e| io("write", e))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(|e| io("write", e))
+        write_private(&self.path(entry.job_id), &self.dir, entry.to_json().to_string().as_bytes())
+    }
+
+    fn trace_path(&self, job_id: u64) -> PathBuf {
+        self.dir.join(format!("job-{job_id}.trace"))
+    }
+
+    /// Keeps a job whose final state GitLab did not take: `trace` (masked, what GitLab did not
+    /// acknowledge) in `job-<id>.trace`, then the entry with `unreported` set, so that an entry
+    /// that says so always has its trace.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Io`] when a file cannot be written.
+    pub fn record_unreported(
+        &self,
+        entry: &mut JournalEntry,
+        unreported: Unreported,
+        trace: &[u8],
+    ) -> Result<(), JournalError> {
+        write_private(&self.trace_path(entry.job_id), &self.dir, trace)?;
+        entry.unreported = Some(unreported);
+        self.record(entry)
+    }
+
+    /// The unsent trace of an unreported job (empty when there is none).
+    pub fn unsent_trace(&self, job_id: u64) -> Vec<u8> {
+        fs::read(self.trace_path(job_id)).unwrap_or_default()
     }
 
     /// Removes the job's file (nothing when there is none).
@@ -185,13 +235,15 @@ impl Journal {
     ///
     /// [`JournalError::Io`] when it exists and cannot be removed.
     pub fn forget(&self, job_id: u64) -> Result<(), JournalError> {
-        let path = self.path(job_id);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(JournalError::Io { action: "remove", path, source: e })
+        for path in [self.path(job_id), self.trace_path(job_id)] {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(JournalError::Io { action: "remove", path, source: e });
+                }
+                _ => {}
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 
     /// Every saved job, oldest job id first.
@@ -225,6 +277,23 @@ impl Journal {
         saved.entries.sort_by_key(|e| e.job_id);
         Ok(saved)
     }
+}
+
+/// Writes `bytes` to `path` (`0600`) through a temporary file in `dir` and a rename.
+fn write_private(path: &Path, dir: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("entry");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let io = |source| JournalError::Io { action: "write", path: path.to_path_buf(), source };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io)
 }
 
 #[cfg(test)]

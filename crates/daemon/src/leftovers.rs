@@ -8,7 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use podrunner_coordinator::{Error as CoordinatorError, JobCredentials, fail_left_job};
+use podrunner_coordinator::{
+    Error as CoordinatorError, FailureReason, JobCredentials, JobState, JobUpdate, LeftReport,
+    report_left_job,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -77,29 +80,52 @@ pub(crate) async fn look_after(
 
 async fn end_left_job(runner: &Runner, journal: Option<&Journal>, entry: JournalEntry) {
     let job_id = entry.job_id;
-    let cleaned = runner.executor().clean_up_left_job(runner.context(), job_id).await;
-    let what = match &cleaned {
-        Ok(deleted) if deleted.is_empty() => "found nothing of the job left to delete".to_owned(),
-        Ok(deleted) => format!("deleted {}", deleted.join(" and ")),
-        Err(e) => format!("could not delete what the job left: {e}"),
+    let (report, what) = match &entry.unreported {
+        // The job ended; only GitLab did not hear it: send what it missed.
+        Some(unreported) => {
+            let update = JobUpdate {
+                state: JobState::from_wire(&unreported.state).unwrap_or(JobState::Failed),
+                failure_reason: unreported
+                    .failure_reason
+                    .as_deref()
+                    .and_then(FailureReason::from_wire)
+                    .map(FailureReason::as_str),
+                exit_code: unreported.exit_code,
+                output: None,
+            };
+            let trace = journal.map(|j| j.unsent_trace(job_id)).unwrap_or_default();
+            let report = LeftReport { trace, offset: Some(unreported.trace_offset), update };
+            (report, format!("its final state ({}) and the rest of its log", unreported.state))
+        }
+        None => {
+            let cleaned = runner.executor().clean_up_left_job(runner.context(), job_id).await;
+            let what = match &cleaned {
+                Ok(deleted) if deleted.is_empty() => {
+                    "found nothing of the job left to delete".to_owned()
+                }
+                Ok(deleted) => format!("deleted {}", deleted.join(" and ")),
+                Err(e) => format!("could not delete what the job left: {e}"),
+            };
+            let message = format!(
+                "the runner process that ran this job (pid {}) ended before the job did; the runner process started after it {what}",
+                entry.pid
+            );
+            (LeftReport::failed(&message), what)
+        }
     };
-    let message = format!(
-        "the runner process that ran this job (pid {}) ended before the job did; the runner process started after it {what}",
-        entry.pid
-    );
     let credentials = JobCredentials { id: job_id, token: entry.job_token.clone() };
-    let ended = match fail_left_job(runner.client(), &credentials, &message, REPORT_ATTEMPTS).await
+    let ended = match report_left_job(runner.client(), &credentials, &report, REPORT_ATTEMPTS).await
     {
         Ok(()) => {
-            info!(job.id = job_id, job.left_by.pid = entry.pid, cleanup = %what, "a job left by an earlier runner process was reported failed");
+            info!(job.id = job_id, job.left_by.pid = entry.pid, sent = %what, "a job left by an earlier runner process was reported");
             true
         }
         Err(CoordinatorError::JobAborted { job_status, .. }) => {
-            info!(job.id = job_id, job.status = job_status.as_deref().unwrap_or("unknown"), cleanup = %what, "a job left by an earlier runner process had already ended in GitLab");
+            info!(job.id = job_id, job.status = job_status.as_deref().unwrap_or("unknown"), sent = %what, "a job left by an earlier runner process had already ended in GitLab");
             true
         }
         Err(e) => {
-            warn!(job.id = job_id, error = %e, cleanup = %what, "failed to report a job left by an earlier runner process; kept for the next start");
+            warn!(job.id = job_id, error = %e, sent = %what, "failed to report a job left by an earlier runner process; kept for the next start");
             false
         }
     };

@@ -713,3 +713,50 @@ async fn a_job_ending_while_gitlab_is_down_is_reported_once_it_is_back() {
     let report = daemon.wait().await;
     assert_eq!((report.jobs_reported, report.jobs_report_failed), (1, 0));
 }
+
+#[tokio::test]
+async fn a_final_state_gitlab_did_not_take_is_sent_by_the_next_start_with_the_rest_of_the_log() {
+    let state = tempfile::tempdir().expect("state dir");
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(&MockJob::new("unreported").script(&[
+        "echo early",
+        "sleep 300",
+        "echo late",
+        "exit 3",
+    ]));
+    let with_state = |mock: &MockCoordinator| {
+        let mut s = settings(vec![runner("r", mock)]);
+        s.state_dir = Some(state.path().to_path_buf());
+        s
+    };
+    let Started { shutdown, daemon, .. } = start(with_state(&mock)).await;
+    assert!(job.wait_trace_contains(b"early\n", WAIT).await);
+    // Down before "late" is printed and until the final update's retries are spent.
+    mock.set_down(true);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    shutdown.cancel();
+    let report = daemon.wait().await;
+    assert_eq!(report.jobs_report_failed, 1, "the final update ran out of retries");
+    let saved = state.path().join(format!("job-{}.json", job.id()));
+    assert!(saved.exists(), "kept for the next start");
+    assert_eq!(job.state(), JobState::Running);
+    mock.set_down(false);
+    let Started { shutdown, daemon, .. } = start(with_state(&mock)).await;
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Failed);
+    let f = job.final_update().expect("final update");
+    assert_eq!((f.failure_reason.as_deref(), f.checksum), (Some("script_failure"), None));
+    assert_eq!(
+        job_output(&job.trace(), "r"),
+        "$ echo early\nearly\n$ sleep 300\n$ echo late\nlate\n$ exit 3\n\
+         \x1b[31;1mERROR: Job failed: command terminated with exit code 3\x1b[0;m\n",
+        "the log is whole: the part GitLab missed came from the state directory"
+    );
+    let deadline = Instant::now() + WAIT;
+    while saved.exists() {
+        assert!(Instant::now() < deadline, "the entry is removed once reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!state.path().join(format!("job-{}.trace", job.id())).exists());
+    shutdown.cancel();
+    daemon.wait().await;
+}
