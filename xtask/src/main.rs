@@ -234,9 +234,45 @@ fn validate() -> anyhow::Result<()> {
         std::fs::write(&file, &output.stdout)?;
         rendered.push((version.to_owned(), file));
     }
+    // The deploy manifests: rendered by kustomize where kubectl is installed, else file by file
+    // (the base's resources are plain manifests; kustomize only adds namespace and labels).
+    let deploy = root().join("deploy/base");
+    let kustomized = Command::new("kubectl").arg("kustomize").arg(&deploy).output();
+    let deploy_files: Vec<PathBuf> = match kustomized {
+        Ok(output) if output.status.success() => {
+            let file = out.join("deploy-base.yaml");
+            std::fs::write(&file, &output.stdout)?;
+            vec![file]
+        }
+        Ok(output) => bail!(
+            "kubectl kustomize deploy/base failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Err(_) => {
+            println!(
+                "SKIPPED: kubectl kustomize (kubectl is not installed): the deploy/base files are validated one by one"
+            );
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&deploy)?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+                .collect();
+            files.sort();
+            files
+        }
+    };
     for (version, file) in &rendered {
         let file = file.to_string_lossy();
         sh(&venv.to_string_lossy(), &["--strict", "-k", &format!("{version}.0"), &file], &[])?;
+        for manifest in &deploy_files {
+            let manifest = manifest.to_string_lossy();
+            sh(
+                &venv.to_string_lossy(),
+                &["--strict", "-k", &format!("{version}.0"), &manifest],
+                &[],
+            )?;
+        }
     }
     Ok(())
 }

@@ -1195,3 +1195,70 @@ async fn a_runner_killed_mid_job_fails_the_job_at_its_next_start_and_leaves_no_p
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }
+
+/// The `(verb, resource[/subresource])` pairs the rules of `deploy/base/<file>` grant.
+fn granted(file: &str) -> std::collections::BTreeSet<(String, String)> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base").join(file);
+    let text = std::fs::read_to_string(&path).expect("read the RBAC manifest");
+    let role: serde_json::Value = serde_norway::from_str(&text).expect("YAML");
+    let mut pairs = std::collections::BTreeSet::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        assert_eq!(rule["apiGroups"], serde_json::json!([""]), "core resources only: {rule}");
+        for resource in rule["resources"].as_array().expect("resources") {
+            for verb in rule["verbs"].as_array().expect("verbs") {
+                let (verb, resource) =
+                    (verb.as_str().expect("verb"), resource.as_str().expect("resource"));
+                pairs.insert((verb.to_owned(), resource.to_owned()));
+            }
+        }
+    }
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runner_sends_exactly_the_requests_the_deploy_rbac_grants() {
+    let Some(e2e) =
+        E2e::start_with_cluster(33, "", true, |o| o.node_monitor_grace(Duration::from_secs(3)))
+            .await
+    else {
+        return;
+    };
+    // A job with registry credentials whose pod create answer is lost (the replay finds the
+    // pod: a GET), then a job whose node is lost (the runner reads the node).
+    let proxy = e2e.proxy.as_ref().expect("behind the proxy");
+    proxy.lose_response(&["POST /api/v1/namespaces/default/pods"], 1);
+    let job = no_git()
+        .registry_credential("registry.example.com", "deployer", "p4ssw0rd")
+        .script(&["echo ran"]);
+    let (handle, trace) = e2e.run(job).await;
+    assert_eq!(handle.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    e2e.assert_no_pod_left().await;
+    let lost = e2e.mock.enqueue(&no_git().script(&["echo started", "sleep 300"]));
+    assert!(lost.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    e2e.cluster.stop_node_agent();
+    assert_eq!(lost.wait_finished(JOB_WAIT).await, JobState::Failed);
+    e2e.cluster.start_node_agent();
+    e2e.assert_no_pod_left().await;
+    let sent: std::collections::BTreeSet<(String, String)> = e2e
+        .cluster
+        .requests()
+        .into_iter()
+        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/")))
+        .filter(|r| !r.resource.starts_with('/'))
+        .map(|r| {
+            let resource = match &r.subresource {
+                Some(sub) => format!("{}/{sub}", r.resource),
+                None => r.resource.clone(),
+            };
+            (r.verb, resource)
+        })
+        .collect();
+    let mut grants = granted("role.yaml");
+    grants.extend(granted("clusterrole.yaml"));
+    let missing: Vec<_> = sent.difference(&grants).collect();
+    let unused: Vec<_> = grants.difference(&sent).collect();
+    assert!(missing.is_empty(), "the runner sent requests the RBAC does not grant: {missing:?}");
+    assert!(unused.is_empty(), "the RBAC grants what the runner never sent: {unused:?}");
+    e2e.stop().await;
+}

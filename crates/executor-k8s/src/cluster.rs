@@ -101,6 +101,21 @@ async fn client_config(k: &KubernetesConfig) -> Result<kube::Config, ClusterErro
         .map_err(|e| config_error("the kubeconfig (KUBECONFIG or ~/.kube/config)")(Box::new(e)))
 }
 
+/// The `User-Agent` of every request, so that the API server's audit log names the runner
+/// (kube sends none).
+fn with_user_agent<B>(mut request: http::Request<B>) -> http::Request<B> {
+    static AGENT: std::sync::LazyLock<http::HeaderValue> = std::sync::LazyLock::new(|| {
+        let text = format!(
+            "podrunner/{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            podrunner_coordinator::REVISION
+        );
+        http::HeaderValue::from_str(&text).unwrap_or(http::HeaderValue::from_static("podrunner"))
+    });
+    request.headers_mut().insert(http::header::USER_AGENT, AGENT.clone());
+    request
+}
+
 /// A runner's connection to its cluster.
 pub struct RunnerCluster {
     client: kube::Client,
@@ -137,6 +152,7 @@ impl RunnerCluster {
         config.default_retry = false;
         let client = kube::client::ClientBuilder::try_from(config)
             .map_err(|e| config_error("the client settings")(Box::new(e)))?
+            .with_layer(&tower::util::MapRequestLayer::new(with_user_agent))
             .with_layer(&ThrottleLayer(budget))
             .with_layer(&tower::buffer::BufferLayer::new(1024))
             .with_layer(&tower::retry::RetryLayer::new(ApiRetry::default()))

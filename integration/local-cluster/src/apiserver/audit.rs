@@ -21,6 +21,8 @@ pub struct RequestRecord {
     pub name: Option<String>,
     /// The response's status code.
     pub code: u16,
+    /// The client's `User-Agent`, if it sent one (the runner's says `podrunner/<version>`).
+    pub user_agent: Option<String>,
 }
 
 /// Every request the server answered, in order.
@@ -54,6 +56,7 @@ pub(crate) fn classify(method: &Method, path: &str, watch: bool, code: u16) -> R
                 namespace: None,
                 name: None,
                 code,
+                user_agent: None,
             };
         }
     };
@@ -82,7 +85,15 @@ pub(crate) fn classify(method: &Method, path: &str, watch: bool, code: u16) -> R
         Method::DELETE => "delete",
         _ => "unknown",
     };
-    RequestRecord { verb: verb.to_owned(), resource, subresource, namespace, name, code }
+    RequestRecord {
+        verb: verb.to_owned(),
+        resource,
+        subresource,
+        namespace,
+        name,
+        code,
+        user_agent: None,
+    }
 }
 
 #[cfg(test)]

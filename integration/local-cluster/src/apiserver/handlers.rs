@@ -97,14 +97,18 @@ async fn dispatch(
             .and_then(|v| v.to_str().ok())
             .is_some_and(table::wants_table);
     let watch = query.flag("watch");
+    let user_agent = request
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let record = |code: u16| super::audit::RequestRecord {
+        user_agent: user_agent.clone(),
+        ..super::audit::classify(&method, &path, watch, code)
+    };
     if let Some(refusal) = state.overload_refusal() {
         let response = refusal.into_response();
-        state.requests.push(super::audit::classify(
-            &method,
-            &path,
-            watch,
-            response.status().as_u16(),
-        ));
+        state.requests.push(record(response.status().as_u16()));
         return response;
     }
     let response = match route(&state, &method, &path, query, request).await {
@@ -115,7 +119,7 @@ async fn dispatch(
             error.into_response()
         }
     };
-    state.requests.push(super::audit::classify(&method, &path, watch, response.status().as_u16()));
+    state.requests.push(record(response.status().as_u16()));
     response
 }
 
