@@ -235,35 +235,55 @@ fn is_system_id(id: &str) -> bool {
 }
 
 /// The install's system id, as gitlab-runner keeps it in `.runner_system_id` next to the config
-/// file. [`SystemId::load`] reads it or makes a new one without writing; [`SystemId::save`]
-/// writes a new one once the command has accepted the config (a refused start leaves no file).
+/// file; where that directory is read-only (a config mounted from a Secret), in the state
+/// directory instead. [`SystemId::load`] reads it or makes a new one without writing;
+/// [`SystemId::save`] writes a new one once the command has accepted the config (a refused
+/// start leaves no file).
 pub(crate) struct SystemId {
     pub(crate) id: String,
-    /// Where a newly generated id is to be saved; `None` when it was read from there.
-    unsaved: Option<std::path::PathBuf>,
+    /// Where a newly generated id is to be saved, in order of preference; empty when it was
+    /// read from a file.
+    unsaved: Vec<std::path::PathBuf>,
 }
 
 impl SystemId {
-    pub(crate) fn load(config_path: &Path) -> Self {
+    /// The id from `.runner_system_id` beside `config_path`, else in `state_dir`, else new.
+    pub(crate) fn load(config_path: &Path, state_dir: Option<&Path>) -> Self {
         let dir =
             config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let file = dir.join(SYSTEM_ID_FILE);
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            let id = text.trim();
-            if is_system_id(id) {
-                return Self { id: id.to_owned(), unsaved: None };
+        let files: Vec<std::path::PathBuf> = std::iter::once(dir.join(SYSTEM_ID_FILE))
+            .chain(state_dir.map(|d| d.join(SYSTEM_ID_FILE)))
+            .collect();
+        for file in &files {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                let id = text.trim();
+                if is_system_id(id) {
+                    return Self { id: id.to_owned(), unsaved: Vec::new() };
+                }
+                warn!(file.path = %file.display(), "ignoring an invalid system id file");
             }
-            warn!(file.path = %file.display(), "ignoring an invalid system id file");
         }
-        Self { id: generate_system_id(), unsaved: Some(file) }
+        Self { id: generate_system_id(), unsaved: files }
     }
 
-    /// Writes a newly generated id (a write failure only costs a new id at the next start).
+    /// Writes a newly generated id to the first place that takes it (a failure everywhere only
+    /// costs a new id at the next start, and the sweep of what this one created).
     pub(crate) fn save(&mut self) {
-        if let Some(file) = self.unsaved.take()
-            && let Err(e) = std::fs::write(&file, format!("{}\n", self.id))
-        {
-            warn!(file.path = %file.display(), error = %e, "failed to save the system id");
+        let mut errors = Vec::new();
+        for (i, file) in std::mem::take(&mut self.unsaved).into_iter().enumerate() {
+            // The state directory may not exist yet; the config's directory always does.
+            if i > 0
+                && let Some(dir) = file.parent()
+            {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            match std::fs::write(&file, format!("{}\n", self.id)) {
+                Ok(()) => return,
+                Err(e) => errors.push(format!("{}: {e}", file.display())),
+            }
+        }
+        if !errors.is_empty() {
+            warn!(errors = %errors.join("; "), "failed to save the system id");
         }
     }
 }
@@ -396,10 +416,23 @@ mod tests {
     fn system_id_is_kept_next_to_the_config_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("config.toml");
-        let mut first = SystemId::load(&path);
+        let mut first = SystemId::load(&path, None);
         assert!(is_system_id(&first.id), "{}", first.id);
         assert!(!dir.path().join(SYSTEM_ID_FILE).exists(), "loading alone writes nothing");
         first.save();
-        assert_eq!(SystemId::load(&path).id, first.id, "the id is stable across starts");
+        assert_eq!(SystemId::load(&path, None).id, first.id, "the id is stable across starts");
+    }
+
+    #[test]
+    fn where_the_config_directory_takes_no_file_the_system_id_is_kept_in_the_state_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A directory that takes no file, even from root: it is not there (a read-only Secret
+        // mount refuses the same way).
+        let path = dir.path().join("not-there").join("config.toml");
+        let state = dir.path().join("state");
+        let mut first = SystemId::load(&path, Some(&state));
+        first.save();
+        assert!(state.join(SYSTEM_ID_FILE).exists(), "kept in the state directory");
+        assert_eq!(SystemId::load(&path, Some(&state)).id, first.id, "stable across starts");
     }
 }

@@ -49,7 +49,8 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         &logging::level(args.log_level, config.log_level.as_deref()),
     )?;
     let registry = executors();
-    let mut system_id = settings::SystemId::load(&file.path);
+    let state_dir = settings::state_dir(&file.path, args.state_dir.as_deref());
+    let mut system_id = settings::SystemId::load(&file.path, Some(&state_dir));
     let warnings = settings::runner_warnings(
         &file.path.display().to_string(),
         &file.text,
@@ -69,7 +70,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
         };
     system_id.save();
-    daemon_settings.state_dir = Some(settings::state_dir(&file.path, args.state_dir.as_deref()));
+    daemon_settings.state_dir = Some(state_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -40,7 +40,7 @@ pub(crate) fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         crate::logging::format(None, config.log_format),
         &crate::logging::level(args.log_level, config.log_level.as_deref()),
     )?;
-    let mut system_id = settings::SystemId::load(&file.path);
+    let mut system_id = settings::SystemId::load(&file.path, None);
     system_id.save();
     let system_id = system_id.id;
     let runtime = tokio::runtime::Builder::new_current_thread()
