@@ -50,6 +50,10 @@ enum Task {
     /// Run the feature request's cases as real jobs on a local cluster and print their logs
     /// (needs root: installs the prerequisites first).
     Demo,
+    /// Build the image of the release `runner` binary (`localhost/podrunner:<version>`, an OCI
+    /// archive for `ctr images import`, `kind load image-archive` or `docker load`) and the
+    /// local test images, and import them into the local cluster's containerd when it runs.
+    Image,
     /// Build the local test images and import them into the local cluster's containerd.
     Images {
         /// Extra arguments for `local-cluster images`.
@@ -113,6 +117,13 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Bench => bench(),
         Task::Demo => demo(),
         Task::Images { args } => local_cluster("images", &args),
+        Task::Image => {
+            cargo(&["build", "--release", "--locked", "-p", "podrunner"])?;
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| root().join("target"), PathBuf::from);
+            let binary = target.join("release/runner");
+            local_cluster("images", &["--runner".to_owned(), binary.to_string_lossy().into_owned()])
+        }
         Task::LocalCluster { args } => {
             let (first, rest) = args
                 .split_first()

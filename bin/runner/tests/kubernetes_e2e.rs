@@ -1262,3 +1262,59 @@ async fn the_runner_sends_exactly_the_requests_the_deploy_rbac_grants() {
     assert!(unused.is_empty(), "the RBAC grants what the runner never sent: {unused:?}");
     e2e.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runner_image_runs_on_the_node_under_the_deployments_pod_security() {
+    use kube::api::{LogParams, PostParams};
+    if !available() {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("e2e").tempdir_in("/tmp").expect("temp dir");
+    let cluster = LocalCluster::start(ClusterOptions::new(dir.path())).await.expect("cluster");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_runner"));
+    let image = podrunner_local_cluster::node::build_runner_image(
+        &dir.path().join("runner-image"),
+        binary,
+        "localhost/podrunner:test",
+    )
+    .expect("the runner image builds");
+    cluster.import_images(std::slice::from_ref(&image)).await.expect("import");
+    let client = cluster.kube_client().await.expect("client");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    // The Deployment's pod security, with the image's own user.
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "runner-image"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "runner",
+                "image": "localhost/podrunner:test",
+                "imagePullPolicy": "Never",
+                "args": ["--version"],
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }],
+        },
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod).await.expect("create");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let phase = loop {
+        let phase = pods.get("runner-image").await.expect("get").status.and_then(|s| s.phase);
+        if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
+            break phase;
+        }
+        assert!(Instant::now() < deadline, "the pod did not finish: {phase:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let logs = pods.logs("runner-image", &LogParams::default()).await.expect("logs");
+    assert_eq!(phase.as_deref(), Some("Succeeded"), "{logs}");
+    assert!(logs.starts_with("runner 0.1.0 ("), "{logs}");
+    cluster.shutdown().await;
+}

@@ -268,6 +268,20 @@ impl LocalCluster {
         self.apiserver.accept_watches();
     }
 
+    /// Imports image archives into the node's containerd (as `ctr images import` does).
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Node`] when the import fails or the cluster has no real node.
+    pub async fn import_images(&self, images: &[node::BuiltImage]) -> Result<(), ClusterError> {
+        let Some(node) = &self.node else {
+            return Err(ClusterError::Node(node::Error::Prerequisite {
+                what: "this cluster has no real node to import images into".to_owned(),
+            }));
+        };
+        node::import_images(node.containerd().socket(), images).await.map_err(ClusterError::Node)
+    }
+
     /// Stops the node agent as if the kubelet died (containers keep running): see
     /// [`crate::node::agent::NodeAgent::stop`]. After the node monitor grace period the node is
     /// marked `Ready=Unknown` and its pods not ready.

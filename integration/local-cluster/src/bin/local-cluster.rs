@@ -62,6 +62,15 @@ struct StartArgs {
     port: u16,
 }
 
+#[derive(Debug, clap::Args)]
+struct ImagesArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// Also build the image of this `runner` binary, `localhost/podrunner:<version>`.
+    #[arg(long, value_name = "BINARY")]
+    runner: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Start the cluster in the background and print the environment to use it.
@@ -71,7 +80,7 @@ enum Cmd {
     /// Say whether the cluster runs.
     Status(DirArgs),
     /// Build the image archives; import them when a cluster runs.
-    Images(DirArgs),
+    Images(ImagesArgs),
     /// Run the cluster in the foreground until SIGTERM or Ctrl-C.
     Serve(StartArgs),
 }
@@ -87,7 +96,7 @@ fn main() -> ExitCode {
         Cmd::Up(args) => up(&args),
         Cmd::Down(args) => down(&absolute(&args.dir)),
         Cmd::Status(args) => status(&absolute(&args.dir)),
-        Cmd::Images(args) => images(&absolute(&args.dir)),
+        Cmd::Images(args) => images(&absolute(&args.dir.dir), args.runner.as_deref()),
         Cmd::Serve(args) => serve(&args),
     };
     match result {
@@ -295,10 +304,17 @@ fn status(dir: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn images(dir: &Path) -> anyhow::Result<ExitCode> {
+fn images(dir: &Path, runner: Option<&Path>) -> anyhow::Result<ExitCode> {
     let cache = image_cache(dir);
     let started = Instant::now();
-    let built = node::build_images(&cache).context("failed to build the images")?;
+    let mut built = node::build_images(&cache).context("failed to build the images")?;
+    if let Some(binary) = runner {
+        let name = format!("localhost/podrunner:{}", env!("CARGO_PKG_VERSION"));
+        built.push(
+            node::build_runner_image(&dir.join("runner-image"), binary, &name)
+                .context("failed to build the runner image")?,
+        );
+    }
     for image in &built {
         println!(
             "{} {} ({})",

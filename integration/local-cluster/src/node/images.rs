@@ -76,12 +76,70 @@ pub fn build_images(dir: &Path) -> Result<Vec<BuiltImage>> {
     add_git(&mut helper)?;
     let sh = |cmd: &[&str]| cmd.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let built = vec![
-        write_image(dir, BUSYBOX_IMAGE, &base, &sh(&["/bin/sh"]))?,
-        write_image(dir, PAUSE_IMAGE, &base, &sh(&["/bin/sleep", "2147483647"]))?,
-        write_image(dir, HELPER_IMAGE, &helper, &sh(&["/bin/sh"]))?,
+        write_image(dir, BUSYBOX_IMAGE, &base, &sh(&["/bin/sh"]), &json!({}))?,
+        write_image(dir, PAUSE_IMAGE, &base, &sh(&["/bin/sleep", "2147483647"]), &json!({}))?,
+        write_image(dir, HELPER_IMAGE, &helper, &sh(&["/bin/sh"]), &json!({}))?,
     ];
     write_index(dir, &index, &built)?;
     Ok(built)
+}
+
+/// The uid and gid the runner image runs as (distroless' `nonroot`).
+pub const RUNNER_UID: u32 = 65532;
+
+/// Builds the image of the `runner` binary at `binary` as `name` in `dir`: the binary as
+/// `/usr/local/bin/runner` (the entrypoint; `run` by default), the shared libraries `ldd` lists
+/// for it, the CA bundle, `/etc/passwd` and `/etc/group` with `nonroot` (65532, the user it runs
+/// as), `/tmp` and `/var/lib/podrunner` (the state directory); nothing else, no shell.
+///
+/// # Errors
+///
+/// The binary or a library cannot be read, `ldd` fails, or the archive cannot be written.
+pub fn build_runner_image(dir: &Path, binary: &Path, name: &str) -> Result<BuiltImage> {
+    fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "create the image directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut rootfs: Rootfs = BTreeMap::new();
+    let dir_of = |mode, uid| Entry::Dir { mode, uid };
+    for d in
+        ["etc", "usr", "usr/local", "usr/local/bin", "var", "var/lib", "home", "proc", "sys", "dev"]
+    {
+        rootfs.insert(d.to_owned(), dir_of(0o755, 0));
+    }
+    rootfs.insert("tmp".to_owned(), dir_of(0o1777, 0));
+    rootfs.insert("home/nonroot".to_owned(), dir_of(0o755, u64::from(RUNNER_UID)));
+    rootfs.insert("var/lib/podrunner".to_owned(), dir_of(0o700, u64::from(RUNNER_UID)));
+    let text = |text: String| Entry::File { mode: 0o644, data: text.into_bytes() };
+    rootfs.insert(
+        "etc/passwd".to_owned(),
+        text(format!(
+            "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{RUNNER_UID}:{RUNNER_UID}:nonroot:/home/nonroot:/sbin/nologin\n"
+        )),
+    );
+    rootfs.insert("etc/group".to_owned(), text(format!("root:x:0:\nnonroot:x:{RUNNER_UID}:\n")));
+    let data = fs::read(binary).map_err(|source| Error::Io {
+        action: "read the runner binary",
+        path: binary.to_path_buf(),
+        source,
+    })?;
+    rootfs.insert("usr/local/bin/runner".to_owned(), Entry::File { mode: 0o755, data });
+    for library in shared_libraries(binary)? {
+        add_host_file(&mut rootfs, &library, 0o755)?;
+    }
+    if Path::new(CA_BUNDLE).exists() {
+        add_host_file(&mut rootfs, Path::new(CA_BUNDLE), 0o644)?;
+    }
+    let extra = json!({
+        "Entrypoint": ["/usr/local/bin/runner"],
+        "User": format!("{RUNNER_UID}:{RUNNER_UID}"),
+        "Env": [
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            format!("SSL_CERT_FILE={CA_BUNDLE}"),
+        ],
+    });
+    write_image(dir, name, &rootfs, &["run".to_owned()], &extra)
 }
 
 /// The host files the images are built from: busybox, git, `git-remote-http`, their shared
@@ -499,18 +557,28 @@ fn sha256(data: &[u8]) -> String {
 }
 
 /// Writes the OCI layout tar for one image unless the cache already holds it.
-fn write_image(dir: &Path, name: &str, rootfs: &Rootfs, cmd: &[String]) -> Result<BuiltImage> {
+fn write_image(
+    dir: &Path,
+    name: &str,
+    rootfs: &Rootfs,
+    cmd: &[String],
+    extra: &serde_json::Value,
+) -> Result<BuiltImage> {
     let layer = layer_tar(rootfs)?;
     let layer_digest = sha256(&layer);
+    let mut image_config = json!({
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": cmd,
+        "WorkingDir": "/",
+        "Labels": {"org.opencontainers.image.source": FORMAT},
+    });
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        image_config[key] = value.clone();
+    }
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": cmd,
-            "WorkingDir": "/",
-            "Labels": {"org.opencontainers.image.source": FORMAT},
-        },
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
         "history": [{"created_by": FORMAT}],
     }))

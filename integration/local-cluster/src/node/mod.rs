@@ -35,7 +35,8 @@ pub use agent::{NodeAgent, NodeConfig};
 pub use containerd::{Containerd, ContainerdConfig};
 pub use cri::CriClient;
 pub use images::{
-    BUSYBOX_IMAGE, BuiltImage, HELPER_IMAGE, PAUSE_IMAGE, build_images, import_images,
+    BUSYBOX_IMAGE, BuiltImage, HELPER_IMAGE, PAUSE_IMAGE, RUNNER_UID, build_images,
+    build_runner_image, import_images,
 };
 
 /// Errors of the node half.
