@@ -1,6 +1,7 @@
-//! What an earlier runner process left behind, and what this one must not leave: at start, every
-//! job in the journal (a process killed mid-job) is cleaned up by its executor and reported
-//! failed to GitLab at once, with a job-log line saying what happened; then, every
+//! What an earlier runner process left behind, and what this one must not leave. At start, each
+//! job in the journal is ended in GitLab: one a process left running (killed mid-job) is cleaned
+//! up by its executor and reported failed with a job-log line saying what happened; one whose
+//! final state GitLab did not take gets the rest of its log and that state. Then, every
 //! [`SWEEP_INTERVAL`], the executor deletes objects of this process that belong to no running
 //! job.
 
