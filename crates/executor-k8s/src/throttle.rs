@@ -285,25 +285,33 @@ mod tests {
         assert_eq!(ApiRetry::delay(0, Some(Duration::from_secs(3600)), 1.0), MAX_RETRY_AFTER);
     }
 
-    #[tokio::test]
-    async fn a_request_is_retried_until_the_server_takes_it_and_retry_after_is_read() {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        use tower::ServiceExt as _;
-        let calls = Arc::new(AtomicU32::new(0));
+    /// A server answering its n-th call (from 0) with `status(n)` and `Retry-After: 0`, behind
+    /// the retry policy, and the count of calls it got.
+    fn retried_server(
+        status: impl Fn(u32) -> u16 + Clone + Send + 'static,
+    ) -> (
+        Arc<std::sync::atomic::AtomicU32>,
+        impl tower::Service<Request<Body>, Response = Response<()>, Error = BoxError>,
+    ) {
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let seen = Arc::clone(&calls);
         let server = tower::service_fn(move |_request: Request<Body>| {
-            let n = seen.fetch_add(1, Ordering::SeqCst);
-            async move {
-                let status = if n < 2 { 429 } else { 201 };
-                let response = Response::builder()
-                    .status(status)
-                    .header("Retry-After", "0")
-                    .body(())
-                    .expect("response");
-                Ok::<_, BoxError>(response)
-            }
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let response = Response::builder()
+                .status(status(n))
+                .header("Retry-After", "0")
+                .body(())
+                .expect("response");
+            std::future::ready(Ok::<_, BoxError>(response))
         });
-        let service = tower::retry::RetryLayer::new(ApiRetry::default()).layer(server);
+        (calls, tower::retry::RetryLayer::new(ApiRetry::default()).layer(server))
+    }
+
+    #[tokio::test]
+    async fn a_request_is_retried_until_the_server_takes_it_and_retry_after_is_read() {
+        use std::sync::atomic::Ordering;
+        use tower::ServiceExt as _;
+        let (calls, service) = retried_server(|n| if n < 2 { 429 } else { 201 });
         let request = Request::post("/api/v1/namespaces/default/pods")
             .body(Body::from(b"{}".to_vec()))
             .expect("request");
@@ -317,24 +325,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_exec_is_retried_on_429_only() {
-        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::atomic::Ordering;
         use tower::ServiceExt as _;
         for (first, expected_calls) in [(500, 1), (503, 1), (429, 2)] {
-            let calls = Arc::new(AtomicU32::new(0));
-            let seen = Arc::clone(&calls);
-            let server = tower::service_fn(move |_request: Request<Body>| {
-                let n = seen.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    let status = if n == 0 { first } else { 101 };
-                    let response = Response::builder()
-                        .status(status)
-                        .header("Retry-After", "0")
-                        .body(())
-                        .expect("response");
-                    Ok::<_, BoxError>(response)
-                }
-            });
-            let service = tower::retry::RetryLayer::new(ApiRetry::default()).layer(server);
+            let (calls, service) = retried_server(move |n| if n == 0 { first } else { 101 });
             let request = Request::get("/api/v1/namespaces/default/pods/p/exec?command=true")
                 .header(http::header::UPGRADE, "websocket")
                 .header(http::header::CONNECTION, "Upgrade")

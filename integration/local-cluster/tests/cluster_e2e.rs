@@ -23,7 +23,10 @@ use kube::{
 };
 use podrunner_local_cluster::cluster::{ClusterOptions, LocalCluster, default_image_cache};
 use serde_json::{Value, json};
-use support::{is_alive, pids_mentioning, real_cluster, runtime_tier_available, short_temp_dir};
+use support::{
+    is_alive, pids_mentioning, real_cluster, real_cluster_with, runtime_tier_available,
+    short_temp_dir,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BUSYBOX: &str = "localhost/busybox:latest";
@@ -888,13 +891,11 @@ async fn wait_readiness(
 
 #[tokio::test]
 async fn a_stopped_node_agent_cuts_streams_refuses_exec_is_marked_unknown_and_comes_back() {
-    if !runtime_tier_available() {
+    let Some(c) = real_cluster_with(33, |o| o.node_monitor_grace(Duration::from_secs(2))).await
+    else {
         return;
-    }
-    let dir = short_temp_dir();
-    let options = ClusterOptions::new(dir.path()).node_monitor_grace(Duration::from_secs(2));
-    let cluster = LocalCluster::start(options).await.expect("local cluster starts");
-    let client = cluster.kube_client().await.expect("client");
+    };
+    let (cluster, client) = (&c.cluster, &c.client);
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
     pods.create(
@@ -942,5 +943,5 @@ async fn a_stopped_node_agent_cuts_streams_refuses_exec_is_marked_unknown_and_co
     let mut out = String::new();
     again.stdout().expect("stdout").read_to_string(&mut out).await.expect("read");
     assert_eq!(out, "back\n");
-    cluster.shutdown().await;
+    c.cluster.shutdown().await;
 }

@@ -276,14 +276,23 @@ pub fn is_alive(pid: u32) -> bool {
     })
 }
 
-#[allow(clippy::print_stdout)] // reason: the measured start-up time belongs in the test output
 pub async fn real_cluster(minor: u32) -> Option<RealCluster> {
+    real_cluster_with(minor, |options| options).await
+}
+
+/// As [`real_cluster`], with the cluster's options changed by `configure`.
+#[allow(clippy::print_stdout)] // reason: the measured start-up time belongs in the test output
+pub async fn real_cluster_with(
+    minor: u32,
+    configure: impl FnOnce(ClusterOptions) -> ClusterOptions,
+) -> Option<RealCluster> {
     if !runtime_tier_available() {
         return None;
     }
     let dir = short_temp_dir();
-    let options =
-        ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor, patch: 0 });
+    let options = configure(
+        ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor, patch: 0 }),
+    );
     let cluster = LocalCluster::start(options).await.expect("local cluster starts");
     println!(
         "cluster started in {:?} (node phases: {:?})",
