@@ -496,8 +496,11 @@ impl Client {
                     .bytes()
                     .await
                     .map_err(|source| Error::Transport { endpoint, source })?;
-                let job: Job = wire::decode_json(&bytes)
-                    .map_err(|(path, source)| Error::Decode { endpoint, path, source })?;
+                let job = Job::from_payload(&bytes).map_err(|(path, source)| Error::Decode {
+                    endpoint,
+                    path,
+                    source,
+                })?;
                 Ok(JobRequestResult { job: Some(Box::new(job)), last_update })
             }
             StatusCode::NO_CONTENT => Ok(JobRequestResult { job: None, last_update }),

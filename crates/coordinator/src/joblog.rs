@@ -11,6 +11,11 @@
 //!   `PUT` (`202`: resend after the update interval; `412`: resend the whole trace and retry;
 //!   `403`/`404`: aborted; other failures: exponential backoff with jitter, at most
 //!   `final_update_retry_limit` times). The checksum is CRC-32 over every byte sent.
+//! - A log with a checkpoint sink ([`LogOptions`]) sends the trace only up to its newest mark
+//!   ([`LogWriter::mark`]), saving each mark with the unacknowledged trace before it (a
+//!   [`Checkpoint`]) first: GitLab never has a byte that the newest saved checkpoint does not
+//!   account for. A later runner process resumes from it ([`Checkpoint::resume_at`] with
+//!   [`trace_end`]): the log continues at GitLab's end, its checksum included.
 //! - `Job-Status: canceling` fires [`JobCancel::requested`]; `canceled`, `failed` or a 403 fire
 //!   [`JobCancel::aborted`] as well.
 
@@ -203,10 +208,22 @@ pub fn section_end_marker(unix: u64, name: &str) -> String {
 
 struct State {
     masker: Masker,
-    /// The masked trace (what was or will be sent), at most about `output_limit` bytes.
+    /// The masked trace (what was or will be sent) after `base`, at most about `output_limit`
+    /// bytes in all.
     trace: Vec<u8>,
-    /// Bytes the server has acknowledged.
+    /// Trace bytes before `trace[0]`, which GitLab has (0 unless the log was resumed).
+    base: u64,
+    /// CRC-32 of those bytes.
+    base_crc: u32,
+    /// Bytes of `trace` the server has acknowledged.
     sent: usize,
+    /// The newest mark (see [`LogWriter::mark`]).
+    mark: Option<Mark>,
+    /// With a checkpoint sink: the end of the newest saved checkpoint in `trace`; nothing after
+    /// it is sent, so GitLab never has a byte a resumed run could not account for.
+    saved: usize,
+    /// A checkpoint failed to save (said once in the daemon log).
+    sink_failed: bool,
     truncated: bool,
     closed: bool,
     /// The server said 403/404 to a patch: stop sending.
@@ -215,9 +232,19 @@ struct State {
     last_contact: Instant,
 }
 
+/// A position of the job recorded in the trace.
+struct Mark {
+    /// Where in `trace` it was taken.
+    at: usize,
+    position: serde_json::Value,
+    in_token: bool,
+    truncated: bool,
+}
+
 struct Shared {
     state: Mutex<State>,
     config: JobLogConfig,
+    checkpoints: Option<CheckpointSink>,
     job: JobCredentials,
     cancel: JobCancel,
     failure_reasons: Vec<String>,
@@ -235,7 +262,8 @@ impl Shared {
             return;
         }
         let limit = self.config.output_limit;
-        let room = limit.saturating_sub(state.trace.len());
+        let before = usize::try_from(state.base).unwrap_or(usize::MAX);
+        let room = limit.saturating_sub(before.saturating_add(state.trace.len()));
         if masked.len() <= room {
             state.trace.extend_from_slice(masked);
         } else {
@@ -256,6 +284,33 @@ impl Shared {
         let mut out = Vec::with_capacity(data.len());
         state.masker.push(data, &mut out);
         self.append_masked(&mut state, &out);
+    }
+
+    /// Writes `data` and records the mark `position(held)`, `held` being how many bytes at the
+    /// end of what was written so far the masker still holds back (`flush`: none, it emits them).
+    fn write_marked(
+        &self,
+        data: &[u8],
+        flush: bool,
+        position: impl FnOnce(usize) -> serde_json::Value,
+    ) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        let mut out = Vec::with_capacity(data.len());
+        state.masker.push(data, &mut out);
+        if flush {
+            state.masker.flush(&mut out);
+        }
+        self.append_masked(&mut state, &out);
+        let held = state.masker.pending_len();
+        state.mark = Some(Mark {
+            at: state.trace.len(),
+            position: position(held),
+            in_token: state.masker.in_token(),
+            truncated: state.truncated,
+        });
     }
 
     fn apply_hints(&self, hints: &ServerHints) {
@@ -280,21 +335,79 @@ enum SendStep {
     Gone(Option<RemoteJobStatus>),
 }
 
+/// CRC-32 of GitLab's trace up to `trace[..upto]`.
+fn crc_through(state: &State, upto: usize) -> u32 {
+    let mut hasher = crc32fast::Hasher::new_with_initial_len(state.base_crc, state.base);
+    hasher.update(&state.trace[..upto]);
+    hasher.finalize()
+}
+
+/// The checksum of the final update over GitLab's trace up to `trace[..upto]`.
+fn checksum_of(state: &State, upto: usize) -> TraceOutput {
+    TraceOutput {
+        checksum: format!("crc32:{:08x}", crc_through(state, upto)),
+        bytesize: state.base + upto as u64,
+    }
+}
+
+/// With a checkpoint sink, saves the newest mark not saved yet (before any byte up to it is
+/// sent); returns how far `trace` may be sent.
+fn save_checkpoint(shared: &Shared) -> usize {
+    let Some(sink) = &shared.checkpoints else { return shared.lock().trace.len() };
+    let (at, checkpoint) = {
+        let state = shared.lock();
+        if state.closed {
+            // Only the final flush follows the daemon's last mark.
+            return state.trace.len();
+        }
+        match &state.mark {
+            Some(mark) if mark.at > state.saved => {
+                let sent = state.sent.min(mark.at);
+                let checkpoint = Checkpoint {
+                    offset: state.base + sent as u64,
+                    crc: crc_through(&state, sent),
+                    pending: state.trace[sent..mark.at].to_vec(),
+                    in_token: mark.in_token,
+                    truncated: mark.truncated,
+                    position: mark.position.clone(),
+                };
+                (mark.at, checkpoint)
+            }
+            _ => return state.saved,
+        }
+    };
+    let saved = sink(&checkpoint);
+    let mut state = shared.lock();
+    if let Err(e) = saved
+        && !state.sink_failed
+    {
+        // The live log matters more: it is sent anyway, and a later process that finds
+        // GitLab ahead of the checkpoint does not resume the job.
+        warn!(job.id = shared.job.id, error = %e, "failed to save the job's checkpoint: a restarted runner could not resume this job");
+        state.sink_failed = true;
+    }
+    state.saved = state.saved.max(at);
+    state.saved
+}
+
 async fn send_once(shared: &Shared, client: &Client) -> SendStep {
+    let sendable = save_checkpoint(shared);
     let (offset, chunk) = {
         let state = shared.lock();
         if state.gone {
             return SendStep::Gone(None);
         }
-        if state.sent >= state.trace.len() {
+        let limit = sendable.min(state.trace.len());
+        if state.sent >= limit {
             return SendStep::Idle;
         }
-        let end = state.trace.len().min(state.sent + shared.config.max_patch_size);
+        let end = limit.min(state.sent + shared.config.max_patch_size);
         (state.sent, state.trace[state.sent..end].to_vec())
     };
     let len = chunk.len();
+    let base = shared.lock().base;
     let response = match client
-        .patch_trace(&shared.job, offset as u64, chunk, shared.config.debug_trace)
+        .patch_trace(&shared.job, base + offset as u64, chunk, shared.config.debug_trace)
         .await
     {
         Ok(r) => r,
@@ -309,7 +422,9 @@ async fn send_once(shared: &Shared, client: &Client) -> SendStep {
             SendStep::Progress
         }
         PatchOutcome::RangeMismatch { server_offset: Some(server) } => {
-            let server = usize::try_from(server).unwrap_or(usize::MAX).min(state.trace.len());
+            let server = usize::try_from(server.saturating_sub(state.base))
+                .unwrap_or(usize::MAX)
+                .min(state.trace.len());
             debug!(
                 job.id = shared.job.id,
                 trace.offset = server,
@@ -337,17 +452,10 @@ async fn send_once(shared: &Shared, client: &Client) -> SendStep {
     }
 }
 
-fn checksum_of(trace: &[u8]) -> TraceOutput {
-    TraceOutput {
-        checksum: format!("crc32:{:08x}", crc32fast::hash(trace)),
-        bytesize: trace.len() as u64,
-    }
-}
-
 async fn touch(shared: &Shared, client: &Client) {
     let output = {
         let state = shared.lock();
-        checksum_of(&state.trace[..state.sent])
+        checksum_of(&state, state.sent)
     };
     let update = JobUpdate {
         state: JobState::Running,
@@ -421,7 +529,23 @@ impl LogWriter {
     pub fn unsent(&self) -> (u64, Vec<u8>) {
         let state = self.shared.lock();
         let sent = state.sent.min(state.trace.len());
-        (sent as u64, state.trace[sent..].to_vec())
+        (state.base + sent as u64, state.trace[sent..].to_vec())
+    }
+
+    /// Records that everything written so far brings the job to `position` (the executor's
+    /// own description of where it stands). Bytes the masker held back are emitted first.
+    /// With a checkpoint sink ([`LogOptions::checkpoints`]) the trace is sent only up to the
+    /// newest mark, each mark saved before its bytes go out, so a later runner process can
+    /// resume the job from the mark that matches what GitLab has.
+    pub fn mark(&self, position: serde_json::Value) {
+        self.shared.write_marked(&[], true, |_| position);
+    }
+
+    /// Writes `data` (command output) and records the mark `position(held)`: `held` is how many
+    /// bytes at the end of the output the masker still holds back (a possible start of a
+    /// secret), which a resumed run must read again.
+    pub fn write_marked(&self, data: &[u8], position: impl FnOnce(usize) -> serde_json::Value) {
+        self.shared.write_marked(data, false, position);
     }
 
     /// Appends output (masked before it is stored). Writes after [`JobLog::finish`] are dropped.
@@ -518,17 +642,29 @@ impl JobLog {
     /// tokens, plus tokens with `features.token_mask_prefixes`. Spawns the sender task, so it
     /// must be called inside a tokio runtime.
     pub fn start(client: Client, job: &Job, config: JobLogConfig) -> Self {
+        Self::start_journaled(client, job, config, LogOptions::default())
+    }
+
+    /// Starts the log of `job` as [`JobLog::start`] does, with checkpoints saved through
+    /// `options.checkpoints` and, for a job resumed from one, the trace continuing there.
+    pub fn start_journaled(
+        client: Client,
+        job: &Job,
+        config: JobLogConfig,
+        options: LogOptions,
+    ) -> Self {
         let secrets = job.secrets_to_mask();
         let masker = Masker::new(
             secrets.iter(),
             job.features.token_mask_prefixes.iter().map(String::as_str),
         );
-        Self::start_with(
+        Self::start_with_options(
             client,
             JobCredentials::from(job),
             masker,
             job.features.failure_reasons.clone(),
             config,
+            options,
         )
     }
 
@@ -540,11 +676,44 @@ impl JobLog {
         failure_reasons: Vec<String>,
         config: JobLogConfig,
     ) -> Self {
+        Self::start_with_options(
+            client,
+            job,
+            masker,
+            failure_reasons,
+            config,
+            LogOptions::default(),
+        )
+    }
+
+    /// [`JobLog::start_with`] with checkpoints and a resume point.
+    pub fn start_with_options(
+        client: Client,
+        job: JobCredentials,
+        mut masker: Masker,
+        failure_reasons: Vec<String>,
+        config: JobLogConfig,
+        options: LogOptions,
+    ) -> Self {
+        let LogOptions { checkpoints, resume } = options;
+        let resume = resume.unwrap_or_default();
+        masker.set_in_token(resume.in_token);
+        let at = resume.pending.len();
         let state = State {
             masker,
-            trace: Vec::new(),
+            trace: resume.pending,
+            base: resume.offset,
+            base_crc: resume.crc,
             sent: 0,
-            truncated: false,
+            mark: resume.position.map(|position| Mark {
+                at,
+                position,
+                in_token: resume.in_token,
+                truncated: resume.truncated,
+            }),
+            saved: at,
+            sink_failed: false,
+            truncated: resume.truncated,
             closed: false,
             gone: false,
             interval: config.update_interval,
@@ -553,6 +722,7 @@ impl JobLog {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             config,
+            checkpoints,
             job,
             cancel: JobCancel::new(),
             failure_reasons,
@@ -577,7 +747,7 @@ impl JobLog {
         self.shared.job.id
     }
 
-    /// The masked trace so far (tests and diagnostics).
+    /// The masked trace so far, after what a resumed log started from (tests and diagnostics).
     pub fn trace_snapshot(&self) -> Vec<u8> {
         self.shared.lock().trace.clone()
     }
@@ -657,17 +827,20 @@ impl JobLog {
         let mut update_attempts = 0u32;
         let mut trace_resets = 0u32;
         let mut accepted_polls = 0u32;
+        // A resumed log cannot resend the trace before its base: after a 412 it reports
+        // without a checksum, as runners without one did.
+        let mut without_checksum = false;
         loop {
             self.drain(&mut failures, &mut backoff).await?;
             let (output, truncated) = {
                 let state = self.shared.lock();
-                (checksum_of(&state.trace[..state.sent]), state.truncated)
+                (checksum_of(&state, state.sent), state.truncated)
             };
             let update = JobUpdate {
                 state: outcome.state(),
                 failure_reason,
                 exit_code: outcome.exit_code(),
-                output: Some(output.clone()),
+                output: (!without_checksum).then(|| output.clone()),
             };
             update_attempts += 1;
             let result = self.client.update_job(&self.shared.job, &update).await;
@@ -705,7 +878,13 @@ impl JobLog {
                         }
                         UpdateOutcome::TraceInvalid => {
                             trace_resets += 1;
-                            self.shared.lock().sent = 0;
+                            let mut state = self.shared.lock();
+                            if state.base > 0 {
+                                without_checksum = true;
+                            } else {
+                                state.sent = 0;
+                            }
+                            drop(state);
                             Error::UnexpectedStatus {
                                 endpoint: crate::error::Endpoint::UpdateJob,
                                 status: 412,
@@ -747,6 +926,128 @@ impl JobLog {
                 "final job update failed, backing off"
             );
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Saves a [`Checkpoint`] where a later runner process finds it; `Err` says why it could not.
+pub type CheckpointSink = Arc<dyn Fn(&Checkpoint) -> std::result::Result<(), String> + Send + Sync>;
+
+/// Options of a job log that can be resumed by a later runner process.
+#[derive(Default)]
+pub struct LogOptions {
+    /// Where each checkpoint is saved before the trace up to it is sent.
+    pub checkpoints: Option<CheckpointSink>,
+    /// Where the trace continues (a resumed job).
+    pub resume: Option<ResumeFrom>,
+}
+
+impl fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("checkpoints", &self.checkpoints.is_some())
+            .field("resume", &self.resume)
+            .finish()
+    }
+}
+
+/// A mark of the job log as saved: the trace GitLab may have up to it, and the position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Where `pending` starts in GitLab's trace (what GitLab had acknowledged).
+    pub offset: u64,
+    /// CRC-32 of GitLab's trace before `offset`.
+    pub crc: u32,
+    /// The trace from `offset` to the mark (masked; sent after this checkpoint was saved).
+    pub pending: Vec<u8>,
+    /// The masker was inside a prefixed token at the mark.
+    pub in_token: bool,
+    /// The trace had been cut at `output_limit`.
+    pub truncated: bool,
+    /// Where the job stood at the mark (see [`LogWriter::mark`]).
+    pub position: serde_json::Value,
+}
+
+/// GitLab's trace ends outside what a checkpoint accounts for (a checkpoint failed to save,
+/// or the trace was changed by someone else).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("gitlab's trace ends at byte {gitlab}, outside the saved checkpoint's bytes {from}..{to}")]
+pub struct StaleCheckpoint {
+    /// Where GitLab's trace ends.
+    pub gitlab: u64,
+    /// Where the checkpoint's trace starts.
+    pub from: u64,
+    /// Where it ends.
+    pub to: u64,
+}
+
+impl Checkpoint {
+    /// Where a resumed log continues when GitLab's trace ends at `gitlab_end`: the rest of
+    /// `pending` is sent first.
+    ///
+    /// # Errors
+    ///
+    /// [`StaleCheckpoint`] when `gitlab_end` is before `offset` or after the mark.
+    pub fn resume_at(&self, gitlab_end: u64) -> std::result::Result<ResumeFrom, StaleCheckpoint> {
+        let to = self.offset + self.pending.len() as u64;
+        let stale = StaleCheckpoint { gitlab: gitlab_end, from: self.offset, to };
+        let have = usize::try_from(gitlab_end.checked_sub(self.offset).ok_or(stale.clone())?)
+            .map_err(|_| stale.clone())?;
+        let Some(acknowledged) = self.pending.get(..have) else { return Err(stale) };
+        let mut hasher = crc32fast::Hasher::new_with_initial_len(self.crc, self.offset);
+        hasher.update(acknowledged);
+        Ok(ResumeFrom {
+            offset: gitlab_end,
+            crc: hasher.finalize(),
+            pending: self.pending[have..].to_vec(),
+            in_token: self.in_token,
+            truncated: self.truncated,
+            position: Some(self.position.clone()),
+        })
+    }
+}
+
+/// Where a resumed job log continues.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResumeFrom {
+    /// Where GitLab's trace ends.
+    pub offset: u64,
+    /// CRC-32 of GitLab's trace.
+    pub crc: u32,
+    /// Trace bytes after `offset` to send first.
+    pub pending: Vec<u8>,
+    /// The masker continues inside a prefixed token.
+    pub in_token: bool,
+    /// The trace was cut at `output_limit`.
+    pub truncated: bool,
+    /// The position the log resumes at (its first mark).
+    pub position: Option<serde_json::Value>,
+}
+
+/// Where GitLab's trace of `job` ends, asked with a patch no trace reaches (its `416` says).
+///
+/// # Errors
+///
+/// [`Error::JobAborted`] when GitLab no longer takes the job (403/404), transport errors and
+/// other answers.
+pub async fn trace_end(client: &Client, job: &JobCredentials) -> Result<u64> {
+    let response = client.patch_trace(job, 1 << 40, b"\n".to_vec(), false).await?;
+    match response.outcome {
+        PatchOutcome::RangeMismatch { server_offset: Some(end) } => Ok(end),
+        PatchOutcome::Forbidden | PatchOutcome::NotFound => Err(Error::JobAborted {
+            job_id: job.id,
+            job_status: response.hints.job_status.map(|s| s.as_str().to_owned()),
+        }),
+        PatchOutcome::Accepted => Err(Error::UnexpectedStatus {
+            endpoint: crate::error::Endpoint::PatchTrace,
+            status: 202,
+        }),
+        PatchOutcome::RangeMismatch { server_offset: None } => Err(Error::UnexpectedStatus {
+            endpoint: crate::error::Endpoint::PatchTrace,
+            status: 416,
+        }),
+        PatchOutcome::Failed { status } => {
+            Err(Error::UnexpectedStatus { endpoint: crate::error::Endpoint::PatchTrace, status })
         }
     }
 }

@@ -13,7 +13,8 @@ pub use client::{
 };
 pub use error::{Endpoint, Error, Result};
 pub use joblog::{
-    FinishReport, JobCancel, JobLog, JobLogConfig, LeftReport, LogWriter, Section, report_left_job,
+    Checkpoint, CheckpointSink, FinishReport, JobCancel, JobLog, JobLogConfig, LeftReport,
+    LogOptions, LogWriter, ResumeFrom, Section, StaleCheckpoint, report_left_job, trace_end,
 };
 pub use mask::Masker;
 pub use outcome::{FailureReason, JobOutcome};

@@ -89,10 +89,26 @@ impl Masker {
 
     /// Ends the stream: emits the held-back tail (masking what still matches).
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.flush(out);
+    }
+
+    /// Emits the held-back tail as if the stream ended here (masking what still matches); what
+    /// is pushed afterwards is masked as usual.
+    pub fn flush(&mut self, out: &mut Vec<u8>) {
         let consumed = self.scan(out, true);
         self.pending.drain(..consumed);
         debug_assert!(self.pending.is_empty());
         self.pending.clear();
+    }
+
+    /// Whether the masker is inside a prefixed token (the token bytes that follow are dropped).
+    pub fn in_token(&self) -> bool {
+        self.in_token
+    }
+
+    /// Continues a stream that stopped inside a prefixed token (see [`Masker::in_token`]).
+    pub fn set_in_token(&mut self, in_token: bool) {
+        self.in_token = in_token && !self.prefixes.is_empty();
     }
 
     /// Scans `pending`, emitting into `out`; returns how many bytes were consumed.

@@ -144,6 +144,10 @@ pub struct Job {
     /// Suspend options.
     #[serde(default)]
     pub suspend_options: Option<SuspendOptions>,
+    /// The payload as GitLab sent it (set by [`Job::from_payload`]), kept so that a runner
+    /// process started after this one can resume the job. Holds the secrets: never logged.
+    #[serde(skip)]
+    payload: Option<std::sync::Arc<[u8]>>,
 }
 
 impl fmt::Debug for Job {
@@ -166,6 +170,23 @@ impl fmt::Debug for Job {
 }
 
 impl Job {
+    /// Decodes a job payload (`POST /jobs/request`'s 201 body, or one saved earlier) and keeps
+    /// its bytes ([`Job::payload`]).
+    ///
+    /// # Errors
+    ///
+    /// The path of the field that failed and the decode error.
+    pub fn from_payload(bytes: &[u8]) -> Result<Self, (String, serde_json::Error)> {
+        let mut job: Self = decode_json(bytes)?;
+        job.payload = Some(std::sync::Arc::from(bytes));
+        Ok(job)
+    }
+
+    /// The payload this job was decoded from, when it was decoded by [`Job::from_payload`].
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+
     /// The step with this name, if the job has one.
     pub fn step(&self, name: &StepName) -> Option<&Step> {
         self.steps.iter().find(|s| &s.name == name)

@@ -4,11 +4,12 @@ use std::time::{Duration, Instant};
 
 use podrunner_coordinator::wire::StepName;
 use podrunner_coordinator::{
-    Client, ClientConfig, Error, FailureReason, Job, JobLog, JobLogConfig, JobOutcome,
-    Verification, VersionInfo, generate_system_id,
+    Checkpoint, Client, ClientConfig, Error, FailureReason, Job, JobLog, JobLogConfig, JobOutcome,
+    LogOptions, Verification, VersionInfo, generate_system_id, trace_end,
 };
 use podrunner_coordinator_mock::{JobHandle, JobState, MockCoordinator, MockJob};
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -482,4 +483,113 @@ async fn server_update_interval_header_slows_the_patch_loop() {
     }
     assert!(handle.patches().len() <= 2, "patches: {}", handle.patches().len());
     log.finish(&JobOutcome::Success).await.expect("finish");
+}
+
+/// Every checkpoint saved, with the length of GitLab's trace at the time.
+type SavedCheckpoints = std::sync::Arc<std::sync::Mutex<Vec<(Checkpoint, usize)>>>;
+
+/// A sink that keeps every checkpoint, with the trace GitLab had when it was saved.
+fn collecting_sink(
+    handle: &JobHandle,
+) -> (podrunner_coordinator::CheckpointSink, SavedCheckpoints) {
+    let saved = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (keep, handle) = (std::sync::Arc::clone(&saved), handle.clone());
+    let sink: podrunner_coordinator::CheckpointSink = std::sync::Arc::new(move |c: &Checkpoint| {
+        keep.lock().expect("lock").push((c.clone(), handle.trace().len()));
+        Ok(())
+    });
+    (sink, saved)
+}
+
+async fn wait_for_trace(handle: &JobHandle, want: &[u8]) {
+    let deadline = Instant::now() + WAIT;
+    while handle.trace() != want {
+        assert!(
+            Instant::now() < deadline,
+            "trace {:?}, want {:?}",
+            String::from_utf8_lossy(&handle.trace()),
+            String::from_utf8_lossy(want)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_checkpointed_log_sends_nothing_past_its_newest_saved_mark() {
+    let mock = MockCoordinator::start().await;
+    let handle = mock.enqueue(&MockJob::new("marks").masked_variable("SECRET", "s3cr3tvalue"));
+    let c = client(&mock);
+    let job = take_job(&c).await;
+    let (sink, saved) = collecting_sink(&handle);
+    let options = LogOptions { checkpoints: Some(sink), resume: None };
+    let log = JobLog::start_journaled(c, &job, fast_log(), options);
+    let w = log.writer();
+    w.writeln("unmarked");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(handle.trace().is_empty(), "bytes after the newest mark are held back");
+    w.mark(json!({"step": "one"}));
+    wait_for_trace(&handle, b"unmarked\n").await;
+    // Output ending in a possible start of the secret: the mark says how much is held back.
+    w.write_marked(b"out s3cr", |held| json!({"offset": 8 - held}));
+    wait_for_trace(&handle, b"unmarked\nout ").await;
+    w.write_marked(b"3tvalue!\n", |held| json!({"offset": 17 - held}));
+    wait_for_trace(&handle, b"unmarked\nout [MASKED]!\n").await;
+    let saved = saved.lock().expect("lock").clone();
+    let positions: Vec<_> = saved.iter().map(|(c, _)| c.position.clone()).collect();
+    assert_eq!(positions, [json!({"step": "one"}), json!({"offset": 4}), json!({"offset": 17})]);
+    for (checkpoint, gitlab_had) in &saved {
+        // Each was saved before its bytes went out, and covers what GitLab had.
+        assert_eq!(checkpoint.offset, *gitlab_had as u64, "{checkpoint:?}");
+        assert_eq!(checkpoint.crc, crc32fast::hash(&handle.trace()[..*gitlab_had]));
+        assert!(!String::from_utf8_lossy(&checkpoint.pending).contains("s3cr3t"));
+    }
+    assert_eq!(saved[1].0.pending, b"out ");
+    log.finish(&JobOutcome::Success).await.expect("finish");
+    let fin = handle.final_update().expect("final update");
+    assert_eq!(fin.checksum.as_deref(), Some(crc(b"unmarked\nout [MASKED]!\n").as_str()));
+}
+
+#[tokio::test]
+async fn a_log_resumed_from_a_checkpoint_continues_gitlabs_trace_and_its_checksum() {
+    let mock = MockCoordinator::start().await;
+    let handle = mock.enqueue(
+        &MockJob::new("resume").token_mask_prefixes(&["glpat-"]).masked_variable("K", "kkkkkkkk"),
+    );
+    let c = client(&mock);
+    let job = take_job(&c).await;
+    let (sink, saved) = collecting_sink(&handle);
+    let log = JobLog::start_journaled(
+        c.clone(),
+        &job,
+        fast_log(),
+        LogOptions { checkpoints: Some(sink), resume: None },
+    );
+    // Stopped inside a prefixed token: a resumed masker must keep dropping its bytes.
+    log.writer().write_marked(b"one\ntoken glpat-abc", |held| json!({"offset": 19 - held}));
+    wait_for_trace(&handle, b"one\ntoken glpat-[MASKED]").await;
+    drop(log); // the process is killed: no final update
+    let (checkpoint, _) = saved.lock().expect("lock").last().cloned().expect("a checkpoint");
+    assert_eq!(checkpoint.position, json!({"offset": 19}));
+    assert!(checkpoint.in_token);
+    // The mark's bytes and one more that GitLab never got (an unsent tail of the checkpoint).
+    let mut with_tail = checkpoint.clone();
+    with_tail.pending.extend_from_slice(b" tail\n");
+    let credentials = podrunner_coordinator::JobCredentials::from(&*job);
+    let end = trace_end(&c, &credentials).await.expect("trace end");
+    assert_eq!(end, 24);
+    let stale = with_tail.resume_at(end + 100).expect_err("past the checkpoint");
+    assert_eq!((stale.gitlab, stale.from, stale.to), (124, 0, 30));
+    let resume = with_tail.resume_at(end).expect("resume");
+    assert_eq!(resume.pending, b" tail\n");
+    assert_eq!(resume.position, Some(json!({"offset": 19})));
+    let options = LogOptions { checkpoints: None, resume: Some(resume) };
+    let log = JobLog::start_journaled(c, &job, fast_log(), options);
+    log.writer().write(b"def more kkkkkkkk\n");
+    log.finish(&JobOutcome::Success).await.expect("finish");
+    let whole = b"one\ntoken glpat-[MASKED] tail\n more [MASKED]\n";
+    assert_eq!(handle.trace(), whole, "{:?}", String::from_utf8_lossy(&handle.trace()));
+    assert_contiguous(&handle);
+    let fin = handle.final_update().expect("final update");
+    assert_eq!(fin.checksum.as_deref(), Some(crc(whole).as_str()));
+    assert_eq!(fin.bytesize, Some(whole.len() as u64));
 }
