@@ -224,6 +224,8 @@ struct State {
     saved: usize,
     /// A checkpoint failed to save (said once in the daemon log).
     sink_failed: bool,
+    /// Whether GitLab's trace before `trace[0]` ends a line (or is empty).
+    base_line_start: bool,
     truncated: bool,
     closed: bool,
     /// The server said 403/404 to a patch: stop sending.
@@ -356,10 +358,8 @@ fn save_checkpoint(shared: &Shared) -> usize {
     let Some(sink) = &shared.checkpoints else { return shared.lock().trace.len() };
     let (at, checkpoint) = {
         let state = shared.lock();
-        if state.closed {
-            // Only the final flush follows the daemon's last mark.
-            return state.trace.len();
-        }
+        // Once closed, only the final flush follows the last mark: everything is sent.
+        let sendable = if state.closed { state.trace.len() } else { state.saved };
         match &state.mark {
             Some(mark) if mark.at > state.saved => {
                 let sent = state.sent.min(mark.at);
@@ -369,11 +369,14 @@ fn save_checkpoint(shared: &Shared) -> usize {
                     pending: state.trace[sent..mark.at].to_vec(),
                     in_token: mark.in_token,
                     truncated: mark.truncated,
+                    line_start: state.trace[..mark.at]
+                        .last()
+                        .map_or(state.base_line_start, |b| *b == b'\n'),
                     position: mark.position.clone(),
                 };
                 (mark.at, checkpoint)
             }
-            _ => return state.saved,
+            _ => return sendable,
         }
     };
     let saved = sink(&checkpoint);
@@ -387,7 +390,7 @@ fn save_checkpoint(shared: &Shared) -> usize {
         state.sink_failed = true;
     }
     state.saved = state.saved.max(at);
-    state.saved
+    if state.closed { state.trace.len() } else { state.saved }
 }
 
 async fn send_once(shared: &Shared, client: &Client) -> SendStep {
@@ -713,6 +716,7 @@ impl JobLog {
             }),
             saved: at,
             sink_failed: false,
+            base_line_start: resume.line_start || resume.offset == 0,
             truncated: resume.truncated,
             closed: false,
             gone: false,
@@ -964,6 +968,8 @@ pub struct Checkpoint {
     pub in_token: bool,
     /// The trace had been cut at `output_limit`.
     pub truncated: bool,
+    /// The trace up to the mark ends a line (or is empty).
+    pub line_start: bool,
     /// Where the job stood at the mark (see [`LogWriter::mark`]).
     pub position: serde_json::Value,
 }
@@ -1002,6 +1008,7 @@ impl Checkpoint {
             pending: self.pending[have..].to_vec(),
             in_token: self.in_token,
             truncated: self.truncated,
+            line_start: self.line_start,
             position: Some(self.position.clone()),
         })
     }
@@ -1020,6 +1027,8 @@ pub struct ResumeFrom {
     pub in_token: bool,
     /// The trace was cut at `output_limit`.
     pub truncated: bool,
+    /// The trace up to the resume point ends a line (or is empty).
+    pub line_start: bool,
     /// The position the log resumes at (its first mark).
     pub position: Option<serde_json::Value>,
 }

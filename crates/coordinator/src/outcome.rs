@@ -145,6 +145,39 @@ impl JobOutcome {
         }
     }
 
+    /// The outcome as JSON (for a journal), read back by [`JobOutcome::from_json`].
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Self::Success => json!({"outcome": "success"}),
+            Self::ScriptFailure { exit_code } => {
+                json!({"outcome": "script_failure", "exit_code": exit_code})
+            }
+            Self::Timeout => json!({"outcome": "timeout"}),
+            Self::Canceled => json!({"outcome": "canceled"}),
+            Self::SystemFailure { reason, message } => {
+                json!({"outcome": "system_failure", "reason": reason.as_str(), "message": message})
+            }
+        }
+    }
+
+    /// An outcome written by [`JobOutcome::to_json`].
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        Some(match value["outcome"].as_str()? {
+            "success" => Self::Success,
+            "script_failure" => {
+                Self::ScriptFailure { exit_code: i32::try_from(value["exit_code"].as_i64()?).ok()? }
+            }
+            "timeout" => Self::Timeout,
+            "canceled" => Self::Canceled,
+            "system_failure" => Self::SystemFailure {
+                reason: FailureReason::from_wire(value["reason"].as_str()?)?,
+                message: value["message"].as_str()?.to_owned(),
+            },
+            _ => return None,
+        })
+    }
+
     /// Stable label for metrics (`success` or the unmapped failure reason).
     pub fn label(&self) -> &'static str {
         self.failure_reason().map_or("success", FailureReason::as_str)
@@ -154,6 +187,20 @@ impl JobOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_survive_a_round_trip_through_json() {
+        for outcome in [
+            JobOutcome::Success,
+            JobOutcome::ScriptFailure { exit_code: 3 },
+            JobOutcome::Timeout,
+            JobOutcome::Canceled,
+            JobOutcome::system(FailureReason::RunnerInterrupted, "stopped"),
+        ] {
+            assert_eq!(JobOutcome::from_json(&outcome.to_json()), Some(outcome));
+        }
+        assert_eq!(JobOutcome::from_json(&serde_json::json!({"outcome": "odd"})), None);
+    }
 
     fn reasons(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()

@@ -493,6 +493,39 @@ impl Entry {
         left: Vec<JournalEntry>,
     ) -> Self {
         let stop = shutdown.child_token();
+        // Jobs the executor can continue take their slots before any job is requested, and
+        // count as running before the sweep looks.
+        let (resumable, left): (Vec<_>, Vec<_>) = left.into_iter().partition(|e| {
+            e.unreported.is_none() && e.payload.is_some() && runner.executor().can_resume()
+        });
+        for entry in resumable {
+            shared.running.insert(runner.name(), entry.job_id);
+            let slots = (runner.limit.try_acquire(), shared.global.try_acquire());
+            let guard = shared.active.enter();
+            let (runner, shared) = (Arc::clone(&runner), Arc::clone(shared));
+            let span = info_span!("job", job.id = entry.job_id, runner.name = %runner.name());
+            tokio::spawn(
+                async move {
+                    let runner_slot = match slots.0 {
+                        Some(slot) => slot,
+                        None => runner.limit.acquire().await,
+                    };
+                    let global_slot = match slots.1 {
+                        Some(slot) => slot,
+                        None => shared.global.acquire().await,
+                    };
+                    crate::leftovers::resume_left_job(
+                        runner,
+                        shared,
+                        entry,
+                        (runner_slot, global_slot),
+                        guard,
+                    )
+                    .await;
+                }
+                .instrument(span),
+            );
+        }
         let mut workers: Vec<JoinHandle<()>> = (0..runner.spec.request_concurrency)
             .map(|worker| {
                 let span =
@@ -726,6 +759,7 @@ async fn request_loop(runner: Arc<Runner>, shared: Arc<Shared>, stop: Cancellati
                             Arc::from(job),
                             (runner_slot, global_slot),
                             guard,
+                            crate::job::Start::Received,
                         )
                         .instrument(span),
                     );

@@ -27,6 +27,36 @@ pub trait Executor: Send + Sync + 'static {
         cancel: JobCancel,
     ) -> BoxFuture<'_, JobOutcome>;
 
+    /// Whether this executor can continue a job that an earlier runner process left running
+    /// ([`Executor::resume`]). By default it cannot: such a job is cleaned up and failed.
+    fn can_resume(&self) -> bool {
+        false
+    }
+
+    /// Continues `job` of `runner`, which an earlier runner process left running (it was
+    /// killed), from `position`: the newest position the executor recorded with
+    /// [`LogWriter::mark`] that GitLab's trace matches, `None` to start from the beginning
+    /// (nothing the executor wrote reached GitLab). The log continues where GitLab's trace
+    /// ends; the contract is [`Executor::run`]'s, and every step the earlier process may have
+    /// taken must be taken again without running anything twice. Called only when
+    /// [`Executor::can_resume`] says so.
+    fn resume(
+        &self,
+        runner: &RunnerContext,
+        job: Arc<Job>,
+        log: LogWriter,
+        cancel: JobCancel,
+        position: Option<serde_json::Value>,
+    ) -> BoxFuture<'_, JobOutcome> {
+        let _ = (runner, job, log, cancel, position);
+        Box::pin(async {
+            JobOutcome::system(
+                podrunner_coordinator::FailureReason::RunnerSystemFailure,
+                "this executor cannot resume a job",
+            )
+        })
+    }
+
     /// Whether a job of `runner` could run now. The daemon asks before every job request and
     /// requests no job while this is an `Err` (its text says why, for the daemon log); keep it
     /// cheap when all is well. By default always ready.

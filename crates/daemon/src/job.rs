@@ -1,11 +1,16 @@
 //! Running one job: the log, the executor, the job timeout, interruption at shutdown, and the
-//! final report.
+//! final report; for a job an earlier runner process left running, the same from where
+//! GitLab's trace says it stood.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use podrunner_coordinator::{FailureReason, Job, JobLog, JobOutcome};
+use futures::future::BoxFuture;
+use podrunner_coordinator::{
+    CheckpointSink, FailureReason, Job, JobLog, JobOutcome, LogOptions, ResumeFrom,
+};
+use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use crate::capacity::Slot;
@@ -33,6 +38,64 @@ fn closing_line(outcome: &JobOutcome) -> String {
     }
 }
 
+/// The daemon's own marks in the job log (any other mark is the executor's).
+const DAEMON_MARK: &str = "podrunner";
+
+/// How a job came to this process.
+pub(crate) enum Start {
+    /// Received from GitLab now.
+    Received,
+    /// Left running by an earlier process (its journal entry), continued from `from`.
+    Resumed { entry: Box<JournalEntry>, from: ResumeFrom },
+}
+
+/// Where a resumed job stood, from its log's newest saved mark.
+enum Resume {
+    /// Nothing of the job reached GitLab: from the beginning.
+    FromStart,
+    /// The executor had not written anything GitLab has.
+    Executor(Option<Value>),
+    /// The executor was done: only the final report is left.
+    Ended(JobOutcome),
+}
+
+impl Resume {
+    fn of(position: Option<&Value>) -> Self {
+        let Some(position) = position else { return Self::FromStart };
+        match position[DAEMON_MARK].as_str() {
+            Some("started") => Self::Executor(None),
+            Some("ended") => JobOutcome::from_json(&position["outcome"]).map_or_else(
+                || {
+                    Self::Ended(JobOutcome::system(
+                        FailureReason::RunnerSystemFailure,
+                        "the job ended, but its saved outcome could not be read",
+                    ))
+                },
+                Self::Ended,
+            ),
+            _ => Self::Executor(Some(position.clone())),
+        }
+    }
+}
+
+/// The sink that saves the job log's checkpoints in the journal, for an executor that can
+/// resume jobs (it marks its log; another's log is sent as it is written).
+fn checkpoint_sink(runner: &Runner, shared: &Shared, job_id: u64) -> Option<CheckpointSink> {
+    if !runner.executor().can_resume() {
+        return None;
+    }
+    let journal = shared.journal.clone()?;
+    Some(Arc::new(move |checkpoint| {
+        journal.save_checkpoint(job_id, checkpoint).map_err(|e| {
+            let mut text = e.to_string();
+            if let Some(source) = std::error::Error::source(&e) {
+                text.push_str(&format!(": {source}"));
+            }
+            text
+        })
+    }))
+}
+
 /// Runs `job` on the runner's executor and reports it. Holds the capacity `slots` and the
 /// `_guard` until the final update is done.
 pub(crate) async fn run_job(
@@ -41,33 +104,69 @@ pub(crate) async fn run_job(
     job: Arc<Job>,
     slots: (Slot, Slot),
     _guard: ActiveGuard,
+    start: Start,
 ) {
     let labels = RunnerLabels { runner: runner.name().to_owned() };
     shared.metrics.jobs_running.get_or_create(&labels).inc();
-    info!(job.name = %job.job_info.name, "job received");
     shared.running.insert(runner.name(), job.id);
-    let mut entry = JournalEntry::now(
-        runner.name(),
-        runner.url(),
-        job.id,
-        job.token.clone(),
-        &runner.context().system_id,
-    );
+    let checkpoints = checkpoint_sink(&runner, &shared, job.id);
+    let (mut entry, options, resume, left_by) = match start {
+        Start::Received => {
+            info!(job.name = %job.job_info.name, "job received");
+            let entry = JournalEntry::now(
+                runner.name(),
+                runner.url(),
+                job.id,
+                job.token.clone(),
+                &runner.context().system_id,
+                job.payload(),
+            );
+            (entry, LogOptions { checkpoints, resume: None }, None, None)
+        }
+        Start::Resumed { mut entry, from } => {
+            let resume = Resume::of(from.position.as_ref());
+            let left_by = (entry.pid, from.offset, from.line_start);
+            entry.pid = std::process::id();
+            (*entry, LogOptions { checkpoints, resume: Some(from) }, Some(resume), Some(left_by))
+        }
+    };
     if let Some(journal) = &shared.journal
         && let Err(e) = journal.record(&entry)
     {
         warn!(error = %e, "failed to save the job in the journal: a killed runner would leave it to GitLab's timeout");
     }
-    let log = JobLog::start(runner.client().clone(), &job, runner.job_log().clone());
+    let log =
+        JobLog::start_journaled(runner.client().clone(), &job, runner.job_log().clone(), options);
     let writer = log.writer();
     let cancel = log.cancel();
-    writer.writeln(&format!(
-        "\x1b[1mRunning with podrunner {} ({})\x1b[0;m\n\x1b[0;m  on {}\x1b[0;m",
-        env!("CARGO_PKG_VERSION"),
-        podrunner_coordinator::REVISION,
-        runner.name()
-    ));
-    let timeout = job.runner_info.timeout.filter(|t| *t > 0).map(Duration::from_secs);
+    if let Some((pid, offset, line_start)) = left_by {
+        if !line_start {
+            writer.write(b"\n");
+        }
+        let this = std::process::id();
+        writer.warning(&if matches!(resume, Some(Resume::Ended(_))) {
+            format!(
+                "the runner process that ran this job (pid {pid}) ended before GitLab took the job's final state; runner process {this} sends it"
+            )
+        } else {
+            format!(
+                "the runner process that ran this job (pid {pid}) ended before the job did; runner process {this} resumes it where GitLab's log of it ends (byte {offset})"
+            )
+        });
+    }
+    if matches!(resume, None | Some(Resume::FromStart)) {
+        writer.writeln(&format!(
+            "\x1b[1mRunning with podrunner {} ({})\x1b[0;m\n\x1b[0;m  on {}\x1b[0;m",
+            env!("CARGO_PKG_VERSION"),
+            podrunner_coordinator::REVISION,
+            runner.name()
+        ));
+        writer.mark(json!({ DAEMON_MARK: "started" }));
+    }
+    // A resumed job has had part of its time already.
+    let timeout = job.runner_info.timeout.filter(|t| *t > 0).map(|t| {
+        Duration::from_secs(if left_by.is_some() { t.saturating_sub(entry.age()) } else { t })
+    });
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -75,8 +174,33 @@ pub(crate) async fn run_job(
         }
     };
     tokio::pin!(deadline);
-    let mut run =
-        runner.executor().run(runner.context(), Arc::clone(&job), writer.clone(), cancel.clone());
+    let mut ended = false;
+    let mut run: BoxFuture<'_, JobOutcome> = match resume {
+        None => runner.executor().run(
+            runner.context(),
+            Arc::clone(&job),
+            writer.clone(),
+            cancel.clone(),
+        ),
+        Some(Resume::FromStart) => runner.executor().resume(
+            runner.context(),
+            Arc::clone(&job),
+            writer.clone(),
+            cancel.clone(),
+            None,
+        ),
+        Some(Resume::Executor(position)) => runner.executor().resume(
+            runner.context(),
+            Arc::clone(&job),
+            writer.clone(),
+            cancel.clone(),
+            position,
+        ),
+        Some(Resume::Ended(outcome)) => {
+            ended = true;
+            Box::pin(async move { outcome })
+        }
+    };
     let mut timed_out = false;
     let mut interrupted = false;
     let mut aborted = false;
@@ -101,6 +225,7 @@ pub(crate) async fn run_job(
             }
         }
     };
+    drop(run);
     let outcome = if timed_out {
         JobOutcome::Timeout
     } else if interrupted {
@@ -109,7 +234,10 @@ pub(crate) async fn run_job(
     } else {
         outcome
     };
-    writer.writeln(&closing_line(&outcome));
+    if !ended {
+        writer.writeln(&closing_line(&outcome));
+        writer.mark(json!({ DAEMON_MARK: "ended", "outcome": outcome.to_json() }));
+    }
     let mut unreported = false;
     let state = match log.finish(&outcome).await {
         Ok(report) => {

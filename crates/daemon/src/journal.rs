@@ -3,10 +3,16 @@
 //! jobs in GitLab and clean up after them, instead of GitLab waiting an hour for them.
 //!
 //! Each file, `job-<id>.json`, holds the runner's name and URL, the job id and token, the
-//! system id and pid of the process that ran it and when it started. It is written when a job
-//! is received (to a temporary file, then renamed: a reader never sees half a file) and removed
-//! once the job's final state was reported. The directory is `0700` and the files `0600`: the job
-//! token is a secret, and it never reaches the daemon log.
+//! system id and pid of the process that ran it, when it started and the job's payload as
+//! GitLab sent it. It is written when a job is received (to a temporary file, then renamed: a
+//! reader never sees half a file) and removed once the job's final state was reported. Beside
+//! it, `job-<id>.checkpoint` is the job log's newest checkpoint (a JSON line, then the trace
+//! GitLab may not have yet), saved before the trace up to it is sent: what a later process
+//! resumes the job from. The directory is `0700` and the files `0600`: the job token and the
+//! payload's variables are secrets, and they never reach the daemon log.
+//!
+//! Files are renamed into place but not `fsync`ed: they survive the runner process being
+//! killed (the page cache stays), not the node losing power.
 
 use std::fs;
 use std::io::Write as _;
@@ -14,6 +20,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use podrunner_coordinator::Checkpoint;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 
@@ -68,6 +75,8 @@ pub struct JournalEntry {
     pub started_unix: u64,
     /// Set when the job ended and GitLab did not take its final state.
     pub unreported: Option<Unreported>,
+    /// The job's payload as GitLab sent it (a secret: it holds the job's variables).
+    pub payload: Option<Value>,
 }
 
 impl std::fmt::Debug for JournalEntry {
@@ -89,6 +98,7 @@ impl JournalEntry {
         job_id: u64,
         job_token: SecretString,
         system_id: &str,
+        payload: Option<&[u8]>,
     ) -> Self {
         Self {
             runner: runner.to_owned(),
@@ -99,7 +109,16 @@ impl JournalEntry {
             pid: std::process::id(),
             started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             unreported: None,
+            payload: payload.and_then(|p| serde_json::from_slice(p).ok()),
         }
+    }
+
+    /// Seconds since the job was received.
+    pub fn age(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(self.started_unix)
     }
 
     fn to_json(&self) -> Value {
@@ -121,6 +140,7 @@ impl JournalEntry {
             "system_id": self.system_id,
             "pid": self.pid,
             "started_unix": self.started_unix,
+            "payload": self.payload,
         })
     }
 
@@ -146,6 +166,7 @@ impl JournalEntry {
                     .and_then(|c| i32::try_from(c).ok()),
                 trace_offset: u.get("trace_offset").and_then(Value::as_u64).unwrap_or(0),
             }),
+            payload: value.get("payload").filter(|p| p.is_object()).cloned(),
         })
     }
 }
@@ -224,6 +245,59 @@ impl Journal {
         self.record(entry)
     }
 
+    fn checkpoint_path(&self, job_id: u64) -> PathBuf {
+        self.dir.join(format!("job-{job_id}.checkpoint"))
+    }
+
+    /// Saves the job log's newest checkpoint (atomically, `0600`).
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Io`] when the file cannot be written.
+    pub fn save_checkpoint(
+        &self,
+        job_id: u64,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), JournalError> {
+        let header = json!({
+            "offset": checkpoint.offset,
+            "crc": checkpoint.crc,
+            "in_token": checkpoint.in_token,
+            "truncated": checkpoint.truncated,
+            "line_start": checkpoint.line_start,
+            "position": checkpoint.position,
+        });
+        let mut bytes = header.to_string().into_bytes();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&checkpoint.pending);
+        write_private(&self.checkpoint_path(job_id), &self.dir, &bytes)
+    }
+
+    /// The job log's newest checkpoint: `Ok(None)` when none was saved, `Err` saying why one
+    /// could not be read.
+    pub fn checkpoint(&self, job_id: u64) -> Result<Option<Checkpoint>, String> {
+        let path = self.checkpoint_path(job_id);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let bad = |why: &str| format!("{}: {why}", path.display());
+        let split = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| bad("no header line"))?;
+        let header: Value =
+            serde_json::from_slice(&bytes[..split]).map_err(|e| bad(&e.to_string()))?;
+        let number = |key: &str| header[key].as_u64().ok_or_else(|| bad(&format!("no {key}")));
+        Ok(Some(Checkpoint {
+            offset: number("offset")?,
+            crc: u32::try_from(number("crc")?).map_err(|_| bad("crc out of range"))?,
+            pending: bytes[split + 1..].to_vec(),
+            in_token: header["in_token"].as_bool().unwrap_or(false),
+            truncated: header["truncated"].as_bool().unwrap_or(false),
+            line_start: header["line_start"].as_bool().unwrap_or(true),
+            position: header["position"].clone(),
+        }))
+    }
+
     /// The unsent trace of an unreported job (empty when there is none).
     pub fn unsent_trace(&self, job_id: u64) -> Vec<u8> {
         fs::read(self.trace_path(job_id)).unwrap_or_default()
@@ -235,7 +309,7 @@ impl Journal {
     ///
     /// [`JournalError::Io`] when it exists and cannot be removed.
     pub fn forget(&self, job_id: u64) -> Result<(), JournalError> {
-        for path in [self.path(job_id), self.trace_path(job_id)] {
+        for path in [self.checkpoint_path(job_id), self.trace_path(job_id), self.path(job_id)] {
             match fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(JournalError::Io { action: "remove", path, source: e });
@@ -312,6 +386,7 @@ mod tests {
             42,
             SecretString::from("glcbt-secret"),
             "s_1",
+            Some(br#"{"id": 42, "variables": [{"key": "K", "value": "v", "masked": true}]}"#),
         );
         journal.record(&entry).expect("record");
         journal.record(&entry).expect("a second record replaces the first");
@@ -323,6 +398,20 @@ mod tests {
         assert_eq!((back.runner.as_str(), back.job_id, back.pid), ("r1", 42, std::process::id()));
         assert_eq!(back.job_token.expose_secret(), "glcbt-secret");
         assert!(!format!("{back:?}").contains("glcbt-secret"), "the token never reaches Debug");
+        assert_eq!(back.payload.as_ref().map(|p| p["id"].clone()), Some(json!(42)));
+        assert!(journal.checkpoint(42).expect("no checkpoint yet").is_none());
+        let checkpoint = Checkpoint {
+            offset: 10,
+            crc: 0xdead_beef,
+            pending: b"line\nwith a {\"brace\"}\n".to_vec(),
+            in_token: true,
+            truncated: false,
+            line_start: true,
+            position: json!({"stage": "step_script", "offset": 7}),
+        };
+        journal.save_checkpoint(42, &checkpoint).expect("save");
+        assert_eq!(mode(&journal.checkpoint_path(42)), 0o600);
+        assert_eq!(journal.checkpoint(42).expect("read"), Some(checkpoint));
         journal.forget(42).expect("forget");
         journal.forget(42).expect("forgetting twice is fine");
         assert!(journal.entries().expect("entries").entries.is_empty());

@@ -1,7 +1,9 @@
 //! What an earlier runner process left behind, and what this one must not leave. At start, each
-//! job in the journal is ended in GitLab: one a process left running (killed mid-job) is cleaned
-//! up by its executor and reported failed with a job-log line saying what happened; one whose
-//! final state GitLab did not take gets the rest of its log and that state. Then, every
+//! job in the journal is taken up: one a process left running (killed mid-job) is resumed
+//! where GitLab's trace of it ends, when its executor can resume and the journal has its
+//! payload and a checkpoint that matches GitLab's trace ([`resume_left_job`]); otherwise it is
+//! cleaned up by its executor and reported failed with a job-log line saying what happened. One
+//! whose final state GitLab did not take gets the rest of its log and that state. Then, every
 //! [`SWEEP_INTERVAL`], the executor deletes objects of this process that belong to no running
 //! job.
 
@@ -10,13 +12,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use podrunner_coordinator::{
-    Error as CoordinatorError, FailureReason, JobCredentials, JobState, JobUpdate, LeftReport,
-    report_left_job,
+    Error as CoordinatorError, FailureReason, Job, JobCredentials, JobState, JobUpdate, LeftReport,
+    ResumeFrom, report_left_job, trace_end,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::daemon::Runner;
+use crate::capacity::Slot;
+use crate::daemon::{ActiveGuard, Runner, Shared};
 use crate::executor::RunningJobs;
 use crate::journal::{Journal, JournalEntry};
 
@@ -60,7 +63,7 @@ pub(crate) async fn look_after(
     stop: CancellationToken,
 ) {
     for entry in left {
-        end_left_job(&runner, journal.as_ref(), entry).await;
+        end_left_job(&runner, journal.as_ref(), entry, None).await;
     }
     let name = runner.name().to_owned();
     let running_now: RunningJobs = Arc::new(move || running.of(&name));
@@ -79,7 +82,115 @@ pub(crate) async fn look_after(
     }
 }
 
-async fn end_left_job(runner: &Runner, journal: Option<&Journal>, entry: JournalEntry) {
+/// Why a left job is not resumed.
+enum NotResumed {
+    /// GitLab no longer runs it (canceled, timed out, erased: a 403 or 404).
+    Ended(Option<String>),
+    /// It cannot be continued (the text says why, for the job log).
+    Cannot(String),
+}
+
+/// Resumes `entry`, a job an earlier process of `runner` left running: finds where GitLab's
+/// trace ends and the checkpoint that matches it, then runs the job from there with the held
+/// capacity `slots`. A job that cannot be resumed is cleaned up and reported failed, saying why.
+pub(crate) async fn resume_left_job(
+    runner: Arc<Runner>,
+    shared: Arc<Shared>,
+    entry: JournalEntry,
+    slots: (Slot, Slot),
+    guard: ActiveGuard,
+) {
+    let job_id = entry.job_id;
+    match resume_point(&runner, &shared, &entry).await {
+        Ok((job, from)) => {
+            info!(
+                job.left_by.pid = entry.pid,
+                trace.offset = from.offset,
+                "resuming a job an earlier runner process left running"
+            );
+            let start = crate::job::Start::Resumed { entry: Box::new(entry), from };
+            crate::job::run_job(runner, shared, Arc::new(job), slots, guard, start).await;
+        }
+        Err(NotResumed::Ended(status)) => {
+            info!(
+                job.status = status.as_deref().unwrap_or("unknown"),
+                "a job left running by an earlier runner process had already ended in GitLab; cleaning up"
+            );
+            if let Err(e) = runner.executor().clean_up_left_job(runner.context(), job_id).await {
+                warn!(error = %e, "failed to clean up after a job left by an earlier runner process");
+            }
+            if let Some(journal) = &shared.journal
+                && let Err(e) = journal.forget(job_id)
+            {
+                warn!(error = %e, "failed to remove a job from the journal");
+            }
+            shared.running.remove(runner.name(), job_id);
+        }
+        Err(NotResumed::Cannot(why)) => {
+            warn!(job.left_by.pid = entry.pid, reason = %why, "a job left running by an earlier runner process cannot be resumed");
+            end_left_job(&runner, shared.journal.as_ref(), entry, Some(&why)).await;
+            shared.running.remove(runner.name(), job_id);
+        }
+    }
+}
+
+/// The job and where its log continues.
+async fn resume_point(
+    runner: &Runner,
+    shared: &Shared,
+    entry: &JournalEntry,
+) -> Result<(Job, ResumeFrom), NotResumed> {
+    let cannot = |why: String| NotResumed::Cannot(why);
+    let payload =
+        entry.payload.as_ref().ok_or_else(|| cannot("its payload was not saved".to_owned()))?;
+    let bytes = serde_json::to_vec(payload).map_err(|e| cannot(e.to_string()))?;
+    let job = Job::from_payload(&bytes)
+        .map_err(|(path, e)| cannot(format!("its saved payload does not decode at {path}: {e}")))?;
+    if job.id != entry.job_id {
+        return Err(cannot(format!("its saved payload is of job {}", job.id)));
+    }
+    let credentials = JobCredentials { id: entry.job_id, token: entry.job_token.clone() };
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 0;
+    let end = loop {
+        attempt += 1;
+        match trace_end(runner.client(), &credentials).await {
+            Ok(end) => break end,
+            Err(CoordinatorError::JobAborted { job_status, .. }) => {
+                return Err(NotResumed::Ended(job_status));
+            }
+            Err(e) if attempt >= REPORT_ATTEMPTS => {
+                return Err(cannot(format!("GitLab did not say where its log ends: {e}")));
+            }
+            Err(e) => {
+                warn!(error = %e, attempt, "failed to ask GitLab where the job's log ends, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    let checkpoint = match &shared.journal {
+        Some(journal) => journal.checkpoint(entry.job_id).map_err(cannot)?,
+        None => None,
+    };
+    match checkpoint {
+        Some(checkpoint) => checkpoint
+            .resume_at(end)
+            .map_err(|e| cannot(format!("its log cannot be continued: {e}"))),
+        None if end == 0 => Ok(ResumeFrom::default()),
+        None => Err(cannot(format!(
+            "GitLab has {end} bytes of its log, and no checkpoint of it was saved"
+        ))),
+    }
+    .map(|from| (job, from))
+}
+
+async fn end_left_job(
+    runner: &Runner,
+    journal: Option<&Journal>,
+    entry: JournalEntry,
+    not_resumed: Option<&str>,
+) {
     let job_id = entry.job_id;
     let (report, what) = match &entry.unreported {
         // The job ended; only GitLab did not hear it: send what it missed.
@@ -107,8 +218,11 @@ async fn end_left_job(runner: &Runner, journal: Option<&Journal>, entry: Journal
                 Ok(deleted) => format!("deleted {}", deleted.join(" and ")),
                 Err(e) => format!("could not delete what the job left: {e}"),
             };
+            let why = not_resumed
+                .map(|w| format!(" could not resume the job ({w}) and"))
+                .unwrap_or_default();
             let message = format!(
-                "the runner process that ran this job (pid {}) ended before the job did; the runner process started after it {what}",
+                "the runner process that ran this job (pid {}) ended before the job did; the runner process started after it{why} {what}",
                 entry.pid
             );
             (LeftReport::failed(&message), what)

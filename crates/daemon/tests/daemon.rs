@@ -33,6 +33,10 @@ struct ShellSim {
     per_side: Mutex<HashMap<String, (usize, usize)>>,
     /// The jobs `clean_up_left_job` was asked about.
     cleaned_up: Mutex<Vec<u64>>,
+    /// Marks the log after each script line and resumes after the marked line.
+    resumable: bool,
+    /// The positions jobs were resumed from.
+    resumed_from: Mutex<Vec<Option<serde_json::Value>>>,
 }
 
 impl ShellSim {
@@ -56,8 +60,17 @@ impl ShellSim {
         self.per_side.lock().expect("lock").get(side).map_or(0, |e| e.1)
     }
 
-    async fn script(lines: &[String], log: &LogWriter, cancel: &JobCancel) -> JobOutcome {
-        for line in lines {
+    async fn script(
+        &self,
+        lines: &[String],
+        from: usize,
+        log: &LogWriter,
+        cancel: &JobCancel,
+    ) -> JobOutcome {
+        for (i, line) in lines.iter().enumerate().skip(from) {
+            if self.resumable && i > from {
+                log.mark(serde_json::json!({ "line": i }));
+            }
             let (cmd, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
             if !matches!(cmd, "print" | "pause") {
                 log.writeln(&format!("$ {line}"));
@@ -104,12 +117,42 @@ impl Executor for ShellSim {
         Box::pin(async move { reason.map_or(Ok(()), Err) })
     }
 
+    fn can_resume(&self) -> bool {
+        self.resumable
+    }
+
+    fn resume(
+        &self,
+        runner: &RunnerContext,
+        job: Arc<Job>,
+        log: LogWriter,
+        cancel: JobCancel,
+        position: Option<serde_json::Value>,
+    ) -> BoxFuture<'_, JobOutcome> {
+        self.resumed_from.lock().expect("lock").push(position.clone());
+        let from = position.and_then(|p| p["line"].as_u64()).unwrap_or(0);
+        self.run_from(runner, job, log, cancel, usize::try_from(from).unwrap_or(0))
+    }
+
     fn run(
+        &self,
+        runner: &RunnerContext,
+        job: Arc<Job>,
+        log: LogWriter,
+        cancel: JobCancel,
+    ) -> BoxFuture<'_, JobOutcome> {
+        self.run_from(runner, job, log, cancel, 0)
+    }
+}
+
+impl ShellSim {
+    fn run_from(
         &self,
         _runner: &RunnerContext,
         job: Arc<Job>,
         log: LogWriter,
         cancel: JobCancel,
+        from: usize,
     ) -> BoxFuture<'_, JobOutcome> {
         Box::pin(async move {
             let side = job
@@ -118,7 +161,7 @@ impl Executor for ShellSim {
                 .unwrap_or_default();
             self.enter(&side);
             let script = job.step(&StepName::Script).map(|s| s.script.clone()).unwrap_or_default();
-            let outcome = Self::script(&script, &log, &cancel).await;
+            let outcome = self.script(&script, from, &log, &cancel).await;
             if !cancel.is_aborted()
                 && let Some(after) = job.step(&StepName::AfterScript)
             {
@@ -759,4 +802,127 @@ async fn a_final_state_gitlab_did_not_take_is_sent_by_the_next_start_with_the_re
     assert!(!state.path().join(format!("job-{}.trace", job.id())).exists());
     shutdown.cancel();
     daemon.wait().await;
+}
+
+/// Runs the first process of a runner with a state directory in its own runtime until
+/// `until` holds, then drops that runtime as SIGKILL would: no cleanup, no final update.
+fn kill_first_process(
+    state: &std::path::Path,
+    mock: &MockCoordinator,
+    until: impl std::future::Future<Output = ()>,
+) {
+    let first = tokio::runtime::Runtime::new().expect("runtime");
+    first.block_on(async {
+        let sim = Arc::new(ShellSim { resumable: true, ..ShellSim::default() });
+        let mut s = settings(vec![runner("r", mock)]);
+        s.state_dir = Some(state.to_path_buf());
+        let Started { daemon, .. } = start_with(sim, s).await;
+        until.await;
+        std::mem::forget(daemon);
+    });
+    first.shutdown_background();
+}
+
+#[test]
+fn a_job_left_by_a_killed_process_is_resumed_after_its_last_mark_and_finishes_whole() {
+    let state = tempfile::tempdir().expect("state dir");
+    let outer = tokio::runtime::Runtime::new().expect("runtime");
+    let mock = outer.block_on(MockCoordinator::start());
+    let job =
+        mock.enqueue(&MockJob::new("resumed").masked_variable("SECRET", "s3cr3tvalue").script(&[
+            "echo before s3cr3tvalue",
+            "sleep 500",
+            "echo after",
+            "exit 4",
+        ]));
+    kill_first_process(state.path(), &mock, async {
+        assert!(job.wait_trace_contains(b"before [MASKED]\n", WAIT).await);
+    });
+    assert_eq!(job.state(), JobState::Running);
+    let checkpoint = state.path().join(format!("job-{}.checkpoint", job.id()));
+    assert!(checkpoint.exists(), "the killed process saved a checkpoint");
+    let saved = std::fs::read(&checkpoint).expect("checkpoint");
+    assert!(
+        !String::from_utf8_lossy(&saved).contains("s3cr3tvalue"),
+        "the checkpoint's trace is masked"
+    );
+    let gitlab_had = job.trace().len();
+    outer.block_on(async {
+        let sim = Arc::new(ShellSim { resumable: true, ..ShellSim::default() });
+        let mut s = settings(vec![runner("r", &mock)]);
+        s.state_dir = Some(state.path().to_path_buf());
+        let Started { shutdown, daemon, .. } = start_with(Arc::clone(&sim), s).await;
+        assert_eq!(job.wait_finished(WAIT).await, JobState::Failed);
+        assert_eq!(*sim.resumed_from.lock().expect("lock"), [Some(serde_json::json!({"line": 1}))]);
+        assert!(sim.cleaned_up.lock().expect("lock").is_empty(), "nothing was deleted");
+        let f = job.final_update().expect("final update");
+        assert_eq!((f.failure_reason.as_deref(), f.exit_code), (Some("script_failure"), Some(4)));
+        let trace = job.trace();
+        assert_eq!(
+            f.checksum.as_deref(),
+            Some(format!("crc32:{:08x}", crc32fast::hash(&trace)).as_str()),
+            "the checksum covers the whole log, the earlier process's part included"
+        );
+        assert_eq!(
+            job_output(&trace, "r"),
+            format!(
+                "$ echo before [MASKED]\nbefore [MASKED]\n\
+                 \x1b[0;33mWARNING: the runner process that ran this job (pid {pid}) ended before the job did; runner process {pid} resumes it where GitLab's log of it ends (byte {gitlab_had})\x1b[0;m\n\
+                 $ sleep 500\n$ echo after\nafter\n$ exit 4\n\
+                 \x1b[31;1mERROR: Job failed: command terminated with exit code 4\x1b[0;m\n",
+                pid = std::process::id()
+            ),
+            "every line once, in order"
+        );
+        let entry = state.path().join(format!("job-{}.json", job.id()));
+        let deadline = Instant::now() + WAIT;
+        while entry.exists() || checkpoint.exists() {
+            assert!(Instant::now() < deadline, "the journal forgets the job once reported");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        daemon.wait().await;
+    });
+}
+
+#[test]
+fn a_job_that_ended_before_its_process_was_killed_is_only_reported_by_the_next_start() {
+    let state = tempfile::tempdir().expect("state dir");
+    let outer = tokio::runtime::Runtime::new().expect("runtime");
+    let mock = outer.block_on(MockCoordinator::start());
+    let job =
+        mock.enqueue(&MockJob::new("ended").script(&["echo working", "pause 300", "echo done"]));
+    kill_first_process(state.path(), &mock, async {
+        assert!(job.wait_trace_contains(b"working\n", WAIT).await);
+        // GitLab goes away before the job ends; the process is killed while it retries.
+        mock.set_down(true);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    });
+    assert_eq!(job.state(), JobState::Running);
+    mock.set_down(false);
+    outer.block_on(async {
+        let sim = Arc::new(ShellSim { resumable: true, ..ShellSim::default() });
+        let mut s = settings(vec![runner("r", &mock)]);
+        s.state_dir = Some(state.path().to_path_buf());
+        let Started { shutdown, daemon, .. } = start_with(Arc::clone(&sim), s).await;
+        assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
+        assert!(sim.resumed_from.lock().expect("lock").is_empty(), "the executor is not run again");
+        let trace = job.trace();
+        let output = job_output(&trace, "r");
+        assert_eq!(
+            output,
+            format!(
+                "$ echo working\nworking\n$ echo done\ndone\n\x1b[32;1mJob succeeded\x1b[0;m\n\
+                 \x1b[0;33mWARNING: the runner process that ran this job (pid {pid}) ended before GitLab took the job's final state; runner process {pid} sends it\x1b[0;m\n",
+                pid = std::process::id()
+            )
+        );
+        let f = job.final_update().expect("final update");
+        assert_eq!(
+            f.checksum.as_deref(),
+            Some(format!("crc32:{:08x}", crc32fast::hash(&trace)).as_str())
+        );
+        shutdown.cancel();
+        daemon.wait().await;
+    });
 }
