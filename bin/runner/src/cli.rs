@@ -123,9 +123,10 @@ pub(crate) struct RunArgs {
     /// changed file is reloaded, as on SIGHUP.
     #[arg(long, value_parser = parse_duration, default_value = "3s", env = "RUNNER_CONFIG_POLL_INTERVAL", hide_env_values = true)]
     pub(crate) config_poll_interval: std::time::Duration,
-    /// The state directory: one file per running job (job id and token, 0600), so that after
-    /// the runner was killed the next start ends those jobs in GitLab and deletes their pods.
-    /// By default `.runner_jobs` beside the config file.
+    /// The state directory: the files of each running job (its token, payload and newest
+    /// checkpoint, 0600), so that after the runner was killed the next start resumes those jobs
+    /// (or, where that cannot be, ends them in GitLab and deletes their pods). By default
+    /// `.runner_jobs` beside the config file.
     #[arg(long, value_name = "DIR", env = "RUNNER_STATE_DIR", hide_env_values = true)]
     pub(crate) state_dir: Option<std::path::PathBuf>,
 }

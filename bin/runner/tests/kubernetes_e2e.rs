@@ -1118,23 +1118,38 @@ fn pod_of(name: &str, short_token: &str, system_id: &str, job_id: u64) -> Pod {
 
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::print_stdout)] // reason: the measured recovery belongs in the test output
-async fn a_runner_killed_mid_job_fails_the_job_at_its_next_start_and_leaves_no_pod() {
+async fn a_runner_killed_mid_job_resumes_it_at_its_next_start_with_every_line_once() {
     use kube::api::PostParams;
     let Some(mut e2e) = E2e::start(33, "").await else { return };
-    let handle = e2e.mock.enqueue(&no_git().script(&["echo started; sleep 300"]));
-    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let handle = e2e.mock.enqueue(&no_git().masked_variable("SECRET", "s3cr3tvalue").script(&[
+        "echo run >> /tmp/starts",
+        "for i in $(seq 1 40); do echo \"line $i s3cr3tvalue\"; sleep 0.1; done",
+        "echo \"starts: $(wc -l < /tmp/starts)\"",
+    ]));
+    assert!(
+        handle.wait_trace_contains(b"line 5 [MASKED]\n", JOB_WAIT).await,
+        "{}",
+        e2e.runner_log()
+    );
     let (pods, job_pod) = e2e.the_pod().await;
     let state_dir = e2e.config_path.with_file_name(".runner_jobs");
     let saved = state_dir.join(format!("job-{}.json", handle.id()));
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&saved).expect("the running job is in the journal").permissions(),
-    );
-    assert_eq!(mode & 0o777, 0o600, "the journal holds the job token: private");
+    let checkpoint = state_dir.join(format!("job-{}.checkpoint", handle.id()));
+    for file in [&saved, &checkpoint] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(file).expect("the running job is in the journal").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "the journal holds the job token: private");
+    }
+    let old_pid = e2e.runner.pid().expect("the runner's pid");
     e2e.runner.kill();
     e2e.runner.wait(Duration::from_secs(10)).await.expect("killed");
+    let killed = Instant::now();
     let old_log = e2e.runner_log();
+    let gitlab_had = handle.trace().len();
     // An object of this runner process whose job is not running, and one of another process
-    // sharing the token (a second replica): only the first is swept.
+    // sharing the token (a second replica): only the first is swept; the resumed job's pod
+    // stays.
     let system_id = std::fs::read_to_string(e2e.config_path.with_file_name(".runner_system_id"))
         .expect("system id file");
     let short = podrunner_executor_k8s::names::short_token(e2e.mock.runner_token());
@@ -1147,27 +1162,37 @@ async fn a_runner_killed_mid_job_fails_the_job_at_its_next_start_and_leaves_no_p
         .expect("other replica's pod");
     let restarted = Instant::now();
     e2e.restart_runner();
+    let new_pid = e2e.runner.pid().expect("the runner's pid");
     let state = handle.wait_finished(Duration::from_secs(60)).await;
     println!(
-        "the job was reported failed {:?} after the runner started again",
-        restarted.elapsed()
+        "the resumed job finished {:?} after the runner started again ({:?} after the kill)",
+        restarted.elapsed(),
+        killed.elapsed()
     );
     let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
     save_trace(&handle, &trace);
-    assert_eq!(state, JobState::Failed, "{trace}\n{}", e2e.runner_log());
-    assert!(restarted.elapsed() < Duration::from_secs(30), "at once, not at GitLab's timeout");
-    let update = handle.final_update().expect("a final update");
-    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"));
-    let expected = "ERROR: Job failed (system failure): the runner process that ran this job (pid ";
-    assert!(trace.contains(expected), "{trace}");
-    let cleaned = format!(
-        "ended before the job did; the runner process started after it deleted pod default/{job_pod} of job {} (Running on node local-node)",
-        handle.id()
+    assert_eq!(state, JobState::Success, "{trace}\n{}", e2e.runner_log());
+    // Every line of the stage once and in order: what the killed process had sent, then the
+    // rest from the stage log's marked offset.
+    let lines: Vec<&str> = trace.lines().filter(|l| l.starts_with("line ")).collect();
+    let expected: Vec<String> = (1..=40).map(|i| format!("line {i} [MASKED]")).collect();
+    assert_eq!(lines, expected, "{trace}");
+    assert!(trace.contains("\nstarts: 1\n"), "the stage ran once: {trace}");
+    assert!(!trace.contains("s3cr3tvalue"), "masked across the restart: {trace}");
+    let note = format!(
+        "WARNING: the runner process that ran this job (pid {}) ended before the job did; runner process {} resumes it where GitLab's log of it ends (byte {gitlab_had})",
+        old_pid, new_pid
     );
-    assert!(trace.contains(&cleaned), "{trace}");
-    assert!(trace.contains("Running with podrunner"), "the earlier log is kept: {trace}");
-    assert!(trace.contains("\nstarted\n"), "the earlier log is kept: {trace}");
-    // The orphan goes, the other replica's pod stays.
+    assert_eq!(trace.matches(&note).count(), 1, "{trace}");
+    assert_eq!(trace.matches("Running with podrunner").count(), 1, "{trace}");
+    assert_eq!(trace.matches("section_start:").count(), trace.matches("section_end:").count());
+    let update = handle.final_update().expect("a final update");
+    assert_eq!(
+        update.checksum.as_deref(),
+        Some(format!("crc32:{:08x}", crc32fast::hash(&handle.trace())).as_str()),
+        "the checksum covers the whole log"
+    );
+    // The orphan goes, the other replica's pod stays, the job's pod went with the job.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let names: Vec<String> = pods
@@ -1186,12 +1211,55 @@ async fn a_runner_killed_mid_job_fails_the_job_at_its_next_start_and_leaves_no_p
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let log = e2e.runner_log();
-    assert!(log.contains("a job left by an earlier runner process was reported"), "{log}");
+    assert!(log.contains("resuming a job an earlier runner process left running"), "{log}");
+    assert!(log.contains("found the pod of the resumed job"), "{log}");
+    assert!(log.contains(&job_pod), "{log}");
     assert!(log.contains("swept objects of jobs that are not running"), "{log}");
-    assert!(!saved.exists(), "the job left the journal");
+    assert!(!saved.exists() && !checkpoint.exists(), "the job left the journal");
     let token = handle.token();
     assert!(!old_log.contains(&token) && !log.contains(&token), "no job token in the daemon log");
+    assert!(!log.contains("s3cr3tvalue"), "no variable in the daemon log");
     pods.delete("other-replica", &kube::api::DeleteParams::default()).await.expect("delete");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
+async fn a_job_whose_pod_was_deleted_while_its_runner_was_down_fails_at_once_saying_so() {
+    let Some(mut e2e) = E2e::start(33, "").await else { return };
+    let handle = e2e.mock.enqueue(&no_git().script(&["echo started; sleep 300"]));
+    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let (pods, job_pod) = e2e.the_pod().await;
+    e2e.runner.kill();
+    e2e.runner.wait(Duration::from_secs(10)).await.expect("killed");
+    pods.delete(&job_pod, &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete the job's pod");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pods.get_opt(&job_pod).await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "the pod is deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let restarted = Instant::now();
+    e2e.restart_runner();
+    let state = handle.wait_finished(Duration::from_secs(60)).await;
+    println!(
+        "the job was reported failed {:?} after the runner started again",
+        restarted.elapsed()
+    );
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    assert_eq!(state, JobState::Failed, "{trace}\n{}", e2e.runner_log());
+    assert!(restarted.elapsed() < Duration::from_secs(30), "at once, not at GitLab's timeout");
+    let update = handle.final_update().expect("a final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"));
+    let gone = format!(
+        "ERROR: Job failed (system failure): the job's pod default/{job_pod} is gone: it was deleted while no runner process watched it (the process that ran the job ended), so the job cannot go on"
+    );
+    assert!(trace.contains(&gone), "{trace}");
+    assert!(trace.contains("\nstarted\n"), "the earlier log is kept: {trace}");
+    assert_eq!(trace.matches("section_start:").count(), trace.matches("section_end:").count());
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }

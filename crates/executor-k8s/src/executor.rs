@@ -1,7 +1,9 @@
 //! The job lifecycle: the I/O around the pure parts. For each job: build the pod
 //! ([`crate::build_pod`]), create it under a deterministic name, wait for it through the shared
 //! pod watch (failing at once on a container that cannot start), run the stages with the
-//! protocol of [`crate::stage`], report, and always delete the pod.
+//! protocol of [`crate::stage`], report, and always delete the pod. Each step marks the job
+//! log with the job's [`Progress`], so a runner process started after a killed one resumes the
+//! job from the step GitLab's log ends at ([`Executor::resume`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::classify::{self, PodFailure, PodProgress};
 use crate::cluster::RunnerCluster;
 use crate::leftovers::{self, Leftovers};
+use crate::progress::Progress;
 use crate::script::{self, ScriptOptions, Stage};
 use crate::stage::{self, FollowerLine, StageDirs, StageState};
 use crate::throttle::RequestBudget;
@@ -183,6 +186,52 @@ impl Executor for KubernetesExecutor {
         log: LogWriter,
         cancel: JobCancel,
     ) -> BoxFuture<'_, JobOutcome> {
+        self.start(runner, job, log, cancel, Progress::default())
+    }
+
+    fn can_resume(&self) -> bool {
+        true
+    }
+
+    /// Continues from the [`Progress`] marked last: the pod is adopted (never created again
+    /// once it had been), stages that ended are not run again, and the open stage's log is
+    /// followed from the marked offset. A pod that is gone while stages were left fails the
+    /// job at once, saying so.
+    fn resume(
+        &self,
+        runner: &RunnerContext,
+        job: Arc<Job>,
+        log: LogWriter,
+        cancel: JobCancel,
+        position: Option<serde_json::Value>,
+    ) -> BoxFuture<'_, JobOutcome> {
+        let progress = match position.as_ref().map(Progress::from_json) {
+            None => Progress::default(),
+            Some(Some(progress)) => progress,
+            Some(None) => {
+                return Box::pin(async {
+                    JobOutcome::system(
+                        FailureReason::RunnerSystemFailure,
+                        "the job's saved position is not one this runner version can resume from",
+                    )
+                });
+            }
+        };
+        info!(job.id = job.id, progress = %progress.to_json(), "resuming the job");
+        self.start(runner, job, log, cancel, progress)
+    }
+}
+
+impl KubernetesExecutor {
+    /// Runs `job` from `progress` (the default: from the start).
+    fn start(
+        &self,
+        runner: &RunnerContext,
+        job: Arc<Job>,
+        log: LogWriter,
+        cancel: JobCancel,
+        progress: Progress,
+    ) -> BoxFuture<'_, JobOutcome> {
         let runner = runner.clone();
         // The daemon's span of the job (job.id, runner.name) covers everything logged here.
         Box::pin(async move {
@@ -200,21 +249,42 @@ impl Executor for KubernetesExecutor {
                     format!("runner {:?} has no [runners.kubernetes] table", runner.name),
                 );
             };
-            log.begin(Section::PrepareExecutor);
+            if !progress.prepared {
+                log.begin(Section::PrepareExecutor);
+            }
             let cluster = match self.cluster(&runner, k).await {
                 Ok(c) => c,
                 Err(e) => {
                     let message = error_chain(&e);
                     warn!(error = %message, "cluster unreachable");
-                    log.end(Section::PrepareExecutor);
+                    if !progress.prepared {
+                        log.end(Section::PrepareExecutor);
+                    }
                     return JobOutcome::system(FailureReason::RunnerSystemFailure, message);
                 }
             };
             let system_id = runner.system_id.as_str();
-            let run = JobRun { config, config_warnings, k, cluster, job, log, cancel, system_id };
+            let run = JobRun {
+                config,
+                config_warnings,
+                k,
+                cluster,
+                job,
+                log,
+                cancel,
+                system_id,
+                progress: Mutex::new(progress),
+            };
             run.run().await
         })
     }
+}
+
+/// Whether `found` is the pod `built` for this job: exactly its labels and annotations (runner,
+/// project, job id, ref, sha), so an earlier attempt of this very job.
+fn same_job(found: &Pod, built: &Pod) -> bool {
+    found.metadata.labels == built.metadata.labels
+        && found.metadata.annotations == built.metadata.annotations
 }
 
 /// The formatted chain of an error's sources.
@@ -337,6 +407,8 @@ struct JobRun<'a> {
     cancel: JobCancel,
     /// The runner process's system id (a label on the pod and its Secret).
     system_id: &'a str,
+    /// Where the job stands (marked in the log after each step).
+    progress: Mutex<Progress>,
 }
 
 /// The pod the job runs in.
@@ -403,23 +475,49 @@ impl JobPod {
 
 impl JobRun<'_> {
     async fn run(self) -> JobOutcome {
-        let built = match self.build() {
+        let resumed = self.progress().clone();
+        let built = match self.build(!resumed.prepared) {
             Ok(b) => b,
             Err(outcome) => {
-                self.log.end(Section::PrepareExecutor);
+                if !resumed.prepared {
+                    self.log.end(Section::PrepareExecutor);
+                }
                 return outcome;
             }
         };
-        let pod = match self.create(built).await {
+        self.mark(|p| p.prepared = true);
+        let pod = if resumed.pod_created {
+            self.find(built, &resumed).await
+        } else {
+            self.create(built).await
+        };
+        let pod = match pod {
             Ok(p) => p,
             Err(outcome) => return outcome,
         };
+        self.mark(|p| p.pod_created = true);
         let outcome = self.run_in(&pod).await;
         self.cleanup(&pod).await;
         outcome
     }
 
-    fn build(&self) -> Result<crate::BuiltPod, JobOutcome> {
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Updates the job's progress and marks the log with it.
+    fn mark(&self, update: impl FnOnce(&mut Progress)) {
+        let position = {
+            let mut progress = self.progress();
+            update(&mut progress);
+            progress.to_json()
+        };
+        self.log.mark(position);
+    }
+
+    /// Builds the pod; `announce`: writes the image, the effective security and the warnings
+    /// (a resumed job's log has them already).
+    fn build(&self, announce: bool) -> Result<crate::BuiltPod, JobOutcome> {
         let identity = PodIdentity {
             name_suffix: pod_name_suffix(self.job.id),
             credentials_secret: self.credentials_secret_name(),
@@ -441,6 +539,9 @@ impl JobRun<'_> {
             self.log.error(&error_chain(&e));
             JobOutcome::system(FailureReason::RunnerConfigurationError, e.to_string())
         })?;
+        if !announce {
+            return Ok(built);
+        }
         let namespace = built.pod.metadata.namespace.clone().unwrap_or_default();
         self.log.writeln(&format!("Using Kubernetes namespace: {namespace}"));
         self.log.writeln(&format!(
@@ -476,11 +577,7 @@ impl JobRun<'_> {
         };
         let namespace = built.pod.metadata.namespace.clone().unwrap_or_default();
         let name = built.pod.metadata.name.clone().unwrap_or_default();
-        let selector = format!(
-            "manager.runner.gitlab.com/id-short={}",
-            names::sanitize_label(&self.short_token())
-        );
-        let subscription = self.cluster.pod_watch(&namespace, &selector).subscribe(&name);
+        let subscription = self.subscribe(&namespace, &name);
         let api: Api<Pod> = Api::namespaced(self.cluster.client().clone(), &namespace);
         let secret = self
             .create_credentials_secret(&built)
@@ -503,12 +600,12 @@ impl JobRun<'_> {
                 }
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                // Ours when it carries exactly the labels and annotations this job's pod has
-                // (runner, project, job id, ref, sha): an earlier attempt of this very job.
-                let ours = api.get_opt(&name).await.ok().flatten().is_some_and(|p| {
-                    p.metadata.labels == built.pod.metadata.labels
-                        && p.metadata.annotations == built.pod.metadata.annotations
-                });
+                let ours = api
+                    .get_opt(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|p| same_job(&p, &built.pod));
                 if !ours {
                     return Err(fail(
                         &self.log,
@@ -556,20 +653,95 @@ impl JobRun<'_> {
         })
     }
 
+    /// The job's pod in the shared watch of its namespace.
+    fn subscribe(&self, namespace: &str, name: &str) -> crate::cluster::PodSubscription {
+        let selector = format!(
+            "manager.runner.gitlab.com/id-short={}",
+            names::sanitize_label(&self.short_token())
+        );
+        self.cluster.pod_watch(namespace, &selector).subscribe(name)
+    }
+
+    /// Finds the pod an earlier runner process created for this resumed job: it is never
+    /// created again (its stages may have run). Gone while stages were left, it fails the job
+    /// at once, and the job's Secret is deleted.
+    async fn find(&self, built: crate::BuiltPod, resumed: &Progress) -> Result<JobPod, JobOutcome> {
+        let namespace = built.pod.metadata.namespace.clone().unwrap_or_default();
+        let name = built.pod.metadata.name.clone().unwrap_or_default();
+        let subscription = self.subscribe(&namespace, &name);
+        let api: Api<Pod> = Api::namespaced(self.cluster.client().clone(), &namespace);
+        let fail = |message: String| {
+            self.log.error(&message);
+            // Close the section the log has open.
+            if !resumed.pod_running {
+                self.log.end(Section::PrepareScript);
+            } else if let Some((stage, _)) = resumed.current {
+                self.log.end(stage.section());
+            }
+            JobOutcome::system(FailureReason::RunnerSystemFailure, message)
+        };
+        let found = match api.get_opt(&name).await {
+            Ok(found) => found,
+            Err(e) => {
+                return Err(fail(format!(
+                    "failed to read the job's pod {namespace}/{name}: {}",
+                    error_chain(&e)
+                )));
+            }
+        };
+        let dirs = StageDirs {
+            scripts: built.layout.scripts_dir.clone(),
+            logs: built.layout.logs_dir.clone(),
+        };
+        let pod = JobPod {
+            api,
+            name: name.clone(),
+            namespace: namespace.clone(),
+            layout: built.layout.clone(),
+            dirs,
+            subscription,
+            adopted: true,
+            secret: self.credentials_secret_name(),
+        };
+        match found {
+            Some(p) if !same_job(&p, &built.pod) => Err(fail(format!(
+                "pod {namespace}/{name} belongs to another job: the resumed job's pod is gone"
+            ))),
+            None if !resumed.all_stages_ended() => {
+                self.cleanup(&pod).await;
+                Err(fail(format!(
+                    "the job's pod {namespace}/{name} is gone: it was deleted while no runner process watched it (the process that ran the job ended), so the job cannot go on"
+                )))
+            }
+            _ => {
+                info!(job.id = self.job.id, pod = %name, "found the pod of the resumed job");
+                Ok(pod)
+            }
+        }
+    }
+
     /// Waits for the pod, runs the stages, and says how the job ended.
     async fn run_in(&self, pod: &JobPod) -> JobOutcome {
-        match self.wait_running(pod).await {
-            Ok(node) => {
-                self.log.writeln(&format!("Running on {} via {}...", pod.name, runner_host_name()));
-                info!(job.id = self.job.id, pod = %pod.name, node = %node, "pod running");
-                self.log.end(Section::PrepareScript);
-            }
-            Err(stop) => {
-                if let StageStop::Failed(f) = &stop {
-                    warn!(job.id = self.job.id, pod = %pod.name, failure.reason = %f.reason, error = %f.message, "the pod cannot run the job");
+        let running = self.progress().pod_running;
+        if !running {
+            match self.wait_running(pod).await {
+                Ok(node) => {
+                    self.log.writeln(&format!(
+                        "Running on {} via {}...",
+                        pod.name,
+                        runner_host_name()
+                    ));
+                    info!(job.id = self.job.id, pod = %pod.name, node = %node, "pod running");
+                    self.log.end(Section::PrepareScript);
+                    self.mark(|p| p.pod_running = true);
                 }
-                self.log.end(Section::PrepareScript);
-                return self.stopped(stop);
+                Err(stop) => {
+                    if let StageStop::Failed(f) = &stop {
+                        warn!(job.id = self.job.id, pod = %pod.name, failure.reason = %f.reason, error = %f.message, "the pod cannot run the job");
+                    }
+                    self.log.end(Section::PrepareScript);
+                    return self.stopped(stop);
+                }
             }
         }
         let options = ScriptOptions {
@@ -667,6 +839,8 @@ impl JobRun<'_> {
                                 "Waiting for pod {}/{} to be running on the node {node}, status is {note}",
                                 pod.namespace, pod.name
                             ));
+                            // A resumed run waits again and says the pod's state again.
+                            self.mark(|p| p.pod_created = true);
                             last_note = note;
                         }
                     }
@@ -700,20 +874,31 @@ impl JobRun<'_> {
         stage: Stage,
         options: &ScriptOptions,
     ) -> Result<Option<i32>, StageStop> {
+        if let Some(code) = self.progress().ended(stage) {
+            // Ended before the runner process that ran it did: its log is in GitLab's.
+            return Ok(code);
+        }
         let Some(text) = script::stage_script(stage, &self.job, &pod.layout, options) else {
+            self.mark(|p| p.ended.push((stage, None)));
             return Ok(None);
         };
         if self.cancel.is_aborted() {
             return Err(StageStop::Aborted);
         }
-        self.log.begin(stage.section());
+        let resumed_at = self.progress().resumes(stage);
+        if resumed_at.is_none() {
+            self.log.begin(stage.section());
+            self.mark(|p| p.current = Some((stage, 0)));
+        }
         let mut state = StageState {
             job_id: self.job.id,
             namespace: pod.namespace.clone(),
             pod: pod.name.clone(),
             stage,
+            // Written and launched again when resumed: the launch marker makes that a no-op
+            // for a stage that started.
             launched: false,
-            offset: 0,
+            offset: resumed_at.unwrap_or(0),
             exit_code: None,
             oom_kills: 0,
         };
@@ -724,6 +909,12 @@ impl JobRun<'_> {
             self.log.error(&oom_message(pod, &state));
         }
         self.log.end(stage.section());
+        if let Ok(code) = result {
+            self.mark(|p| {
+                p.current = None;
+                p.ended.push((stage, Some(code)));
+            });
+        }
         result.map(Some)
     }
 
@@ -913,8 +1104,15 @@ impl JobRun<'_> {
                         if state.offset == 0 {
                             debug!(job.id = state.job_id, stage = state.stage.name(), "stage output started");
                         }
-                        self.log.write(&buf[..n]);
-                        state.offset += n as u64;
+                        let offset = state.offset + n as u64;
+                        let stage = state.stage;
+                        self.log.write_marked(&buf[..n], |held| {
+                            // What the masker holds back is read again by a resumed run.
+                            let mut progress = self.progress();
+                            progress.current = Some((stage, offset.saturating_sub(held as u64)));
+                            progress.to_json()
+                        });
+                        state.offset = offset;
                     }
                 },
                 line = lines.recv(), if lines_open => match line {

@@ -22,6 +22,7 @@ mod leftovers;
 pub mod names;
 pub mod patch;
 mod pod;
+pub mod progress;
 pub mod resources;
 pub mod sample;
 pub mod script;

@@ -99,6 +99,11 @@ impl RunnerProcess {
         }
     }
 
+    /// The process id, while the process has not been waited for.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Sends SIGKILL: the process ends at once, as after an OOM kill or a lost node, leaving its
     /// jobs and pods behind.
     pub fn kill(&mut self) {
