@@ -129,6 +129,11 @@ pub(crate) struct RunArgs {
     /// `.runner_jobs` beside the config file.
     #[arg(long, value_name = "DIR", env = "RUNNER_STATE_DIR", hide_env_values = true)]
     pub(crate) state_dir: Option<std::path::PathBuf>,
+    /// On SIGTERM and SIGINT, hand the running jobs over to the next runner process instead of
+    /// waiting for them: they go on in their pods, the runner exits at once and the next start
+    /// (with the same state directory) resumes them. SIGUSR2 always does this.
+    #[arg(long, env = "RUNNER_HAND_OVER_ON_STOP", hide_env_values = true)]
+    pub(crate) hand_over_on_stop: bool,
 }
 
 /// Arguments of `verify`.

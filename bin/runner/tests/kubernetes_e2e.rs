@@ -1225,6 +1225,47 @@ async fn a_runner_killed_mid_job_resumes_it_at_its_next_start_with_every_line_on
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured hand-over belongs in the test output
+async fn sigusr2_hands_the_running_job_over_to_the_next_runner_process() {
+    let Some(mut e2e) = E2e::start(33, "").await else { return };
+    let handle = e2e.mock.enqueue(&no_git().script(&[
+        "echo run >> /tmp/starts",
+        "for i in $(seq 1 30); do echo \"line $i\"; sleep 0.1; done",
+        "echo \"starts: $(wc -l < /tmp/starts)\"",
+    ]));
+    assert!(handle.wait_trace_contains(b"line 3\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let (pods, job_pod) = e2e.the_pod().await;
+    let signaled = Instant::now();
+    e2e.runner.signal("USR2");
+    let status = e2e.runner.wait(Duration::from_secs(20)).await.expect("the runner exits");
+    let exited = signaled.elapsed();
+    let log = e2e.runner_log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("job handed over to the next runner process"), "{log}");
+    assert_eq!(handle.state(), JobState::Running, "nothing was reported");
+    let pod = pods.get(&job_pod).await.expect("the job's pod is still there");
+    assert!(pod.metadata.deletion_timestamp.is_none(), "and not being deleted");
+    let restarted = Instant::now();
+    e2e.restart_runner();
+    let state = handle.wait_finished(Duration::from_secs(60)).await;
+    println!(
+        "the runner exited {exited:?} after SIGUSR2; the job, resumed by the next process, finished {:?} after its start",
+        restarted.elapsed()
+    );
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    assert_eq!(state, JobState::Success, "{trace}\n{}", e2e.runner_log());
+    let lines: Vec<&str> = trace.lines().filter(|l| l.starts_with("line ")).collect();
+    let expected: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "{trace}");
+    assert!(trace.contains("\nstarts: 1\n"), "the stage ran once: {trace}");
+    assert_eq!(trace.matches("resumes it where GitLab's log of it ends").count(), 1, "{trace}");
+    assert!(exited < Duration::from_secs(10), "at once, not after the job");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
 async fn a_job_whose_pod_was_deleted_while_its_runner_was_down_fails_at_once_saying_so() {
     let Some(mut e2e) = E2e::start(33, "").await else { return };

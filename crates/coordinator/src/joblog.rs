@@ -801,6 +801,37 @@ impl JobLog {
         }
     }
 
+    /// Stops the log without ending the job, for a later runner process to resume it: saves
+    /// the newest mark's checkpoint and sends the trace up to it (for at most `within`; what is
+    /// not sent stays in the checkpoint). Returns how many bytes of the trace GitLab has.
+    pub async fn hand_over(mut self, within: Duration) -> u64 {
+        self.stop.cancel();
+        if let Some(sender) = self.sender.take()
+            && let Err(e) = sender.await
+        {
+            warn!(job.id = self.shared.job.id, error = %e, "trace sender task failed");
+        }
+        let send = async {
+            loop {
+                match send_once(&self.shared, &self.client).await {
+                    SendStep::Progress => {}
+                    SendStep::Idle | SendStep::Gone(_) => return,
+                    SendStep::Retry(e) => {
+                        debug!(
+                            job.id = self.shared.job.id,
+                            error.kind = e.kind(),
+                            "trace patch failed while handing the job over"
+                        );
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, send).await;
+        let state = self.shared.lock();
+        state.base + state.sent as u64
+    }
+
     /// Ends the log: flushes held-back output, sends the rest of the trace, and reports
     /// `outcome` with `PUT /jobs/:id` as the protocol says.
     ///

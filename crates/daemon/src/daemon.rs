@@ -35,6 +35,8 @@ pub struct ShutdownReport {
     pub jobs_interrupted: u64,
     /// Jobs still running when the daemon gave up waiting (twice `shutdown_timeout`).
     pub jobs_abandoned: u64,
+    /// Jobs left running for the next runner process to resume ([`RunningDaemon::job_hand_over`]).
+    pub jobs_handed_over: u64,
 }
 
 /// What a reload changed.
@@ -167,6 +169,7 @@ pub(crate) struct Counters {
     pub(crate) reported: AtomicU64,
     pub(crate) report_failed: AtomicU64,
     pub(crate) interrupted: AtomicU64,
+    pub(crate) handed_over: AtomicU64,
 }
 
 /// State shared by the request workers and the jobs.
@@ -180,6 +183,9 @@ pub(crate) struct Shared {
     /// Fires when jobs must stop at once (a second signal, or a cancel that did not end them):
     /// running jobs are aborted; executors still clean up.
     pub(crate) abort: CancellationToken,
+    /// Fires when running jobs are handed over to the next runner process: jobs that can be
+    /// resumed stop where they stand (their pods keep running) and stay in the journal.
+    pub(crate) hand_over: CancellationToken,
     check_interval_ms: AtomicU64,
     /// The job journal, when the daemon has a state directory.
     pub(crate) journal: Option<Journal>,
@@ -369,16 +375,16 @@ impl Daemon {
         let (commands, receiver) = mpsc::channel(4);
         let metrics = Arc::clone(&self.metrics);
         let executors = self.executors.clone();
-        let abort = CancellationToken::new();
+        let stops = JobStops::default();
         let handle = tokio::spawn(self.run(
             shutdown,
             healthy,
             http_stop,
             receiver,
             journaled,
-            abort.clone(),
+            stops.clone(),
         ));
-        Ok(RunningDaemon { metrics_addr, handle, commands, metrics, executors, abort })
+        Ok(RunningDaemon { metrics_addr, handle, commands, metrics, executors, stops })
     }
 
     async fn run(
@@ -388,7 +394,7 @@ impl Daemon {
         http_stop: CancellationToken,
         mut commands: mpsc::Receiver<Command>,
         journaled: Journaled,
-        abort: CancellationToken,
+        stops: JobStops,
     ) -> ShutdownReport {
         let Plan { concurrent, check_interval, mut shutdown_timeout, runners } = self.plan;
         let Journaled { journal, mut left } = journaled;
@@ -399,7 +405,8 @@ impl Daemon {
             active: Arc::new(Active::default()),
             counters: Counters::default(),
             interrupt: CancellationToken::new(),
-            abort,
+            abort: stops.abort,
+            hand_over: stops.hand_over,
             check_interval_ms: AtomicU64::new(duration_ms(check_interval)),
             journal,
             running: Arc::default(),
@@ -466,6 +473,7 @@ impl Daemon {
         report.jobs_reported = shared.counters.reported.load(Ordering::SeqCst);
         report.jobs_report_failed = shared.counters.report_failed.load(Ordering::SeqCst);
         report.jobs_interrupted = shared.counters.interrupted.load(Ordering::SeqCst);
+        report.jobs_handed_over = shared.counters.handed_over.load(Ordering::SeqCst);
         // The binary logs the outcome ("runner stopped", with these counts as fields).
         debug!(
             jobs.reported = report.jobs_reported,
@@ -627,7 +635,16 @@ pub struct RunningDaemon {
     commands: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
     executors: ExecutorRegistry,
+    stops: JobStops,
+}
+
+/// The signals that stop running jobs before their end, shared by the daemon and its handle.
+#[derive(Debug, Clone, Default)]
+struct JobStops {
+    /// Abort every running job at once.
     abort: CancellationToken,
+    /// Hand every resumable job over to the next runner process.
+    hand_over: CancellationToken,
 }
 
 impl fmt::Debug for RunningDaemon {
@@ -663,7 +680,16 @@ impl RunningDaemon {
     /// executors still delete what the jobs created, and GitLab gets `runner_interrupted`. For
     /// a second shutdown signal; the daemon still needs its `shutdown` to end.
     pub fn job_abort(&self) -> CancellationToken {
-        self.abort.clone()
+        self.stops.abort.clone()
+    }
+
+    /// A token that, once canceled, hands every running job that can be resumed over to the
+    /// next runner process (an upgrade): each stops where it stands without ending (its pod
+    /// keeps running, nothing is reported to GitLab), its log's newest checkpoint is saved
+    /// and it stays in the journal; the next start resumes it. Jobs that cannot be resumed
+    /// go on as the shutdown says. Cancel the shutdown token as well, or no job ever ends.
+    pub fn job_hand_over(&self) -> CancellationToken {
+        self.stops.hand_over.clone()
     }
 
     /// Waits for the daemon to end (after its shutdown token fired).

@@ -78,10 +78,19 @@ impl Resume {
     }
 }
 
+/// How long a job handed over may take to send its log up to its newest checkpoint (the rest
+/// is in the checkpoint, for the next process).
+const HAND_OVER_SEND_LIMIT: Duration = Duration::from_secs(5);
+
+/// Whether the job's log is checkpointed, so a later process can resume the job.
+fn log_resumable(runner: &Runner, shared: &Shared) -> bool {
+    runner.executor().can_resume() && shared.journal.is_some()
+}
+
 /// The sink that saves the job log's checkpoints in the journal, for an executor that can
 /// resume jobs (it marks its log; another's log is sent as it is written).
 fn checkpoint_sink(runner: &Runner, shared: &Shared, job_id: u64) -> Option<CheckpointSink> {
-    if !runner.executor().can_resume() {
+    if !log_resumable(runner, shared) {
         return None;
     }
     let journal = shared.journal.clone()?;
@@ -204,9 +213,11 @@ pub(crate) async fn run_job(
     let mut timed_out = false;
     let mut interrupted = false;
     let mut aborted = false;
+    let resumable = log_resumable(&runner, &shared);
     let outcome = loop {
         tokio::select! {
-            outcome = &mut run => break outcome,
+            outcome = &mut run => break Some(outcome),
+            () = shared.hand_over.cancelled(), if resumable => break None,
             () = &mut deadline, if !timed_out => {
                 timed_out = true;
                 warn!("job timeout reached, aborting the job");
@@ -226,6 +237,16 @@ pub(crate) async fn run_job(
         }
     };
     drop(run);
+    let Some(outcome) = outcome else {
+        // Handed over: the executor's work is dropped where it stood (the pod runs on).
+        let gitlab_has = log.hand_over(HAND_OVER_SEND_LIMIT).await;
+        shared.counters.handed_over.fetch_add(1, Ordering::SeqCst);
+        shared.metrics.jobs_running.get_or_create(&labels).dec();
+        shared.running.remove(runner.name(), job.id);
+        info!(trace.offset = gitlab_has, "job handed over to the next runner process");
+        drop(slots);
+        return;
+    };
     let outcome = if timed_out {
         JobOutcome::Timeout
     } else if interrupted {

@@ -926,3 +926,43 @@ fn a_job_that_ended_before_its_process_was_killed_is_only_reported_by_the_next_s
         daemon.wait().await;
     });
 }
+
+#[tokio::test]
+async fn a_job_handed_over_at_shutdown_is_resumed_by_the_next_process() {
+    let state = tempfile::tempdir().expect("state dir");
+    let mock = MockCoordinator::start().await;
+    let job = mock.enqueue(&MockJob::new("handed").script(&["echo one", "sleep 400", "echo two"]));
+    let with_state = |mock: &MockCoordinator| {
+        let mut s = settings(vec![runner("r", mock)]);
+        s.state_dir = Some(state.path().to_path_buf());
+        s
+    };
+    let sim = Arc::new(ShellSim { resumable: true, ..ShellSim::default() });
+    let Started { shutdown, daemon, .. } = start_with(Arc::clone(&sim), with_state(&mock)).await;
+    assert!(job.wait_trace_contains(b"one\n", WAIT).await);
+    daemon.job_hand_over().cancel();
+    shutdown.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(2), daemon.wait())
+        .await
+        .expect("the daemon stops at once, not after the job");
+    assert_eq!((report.jobs_handed_over, report.jobs_reported), (1, 0));
+    assert_eq!(job.state(), JobState::Running, "nothing was reported");
+    assert!(state.path().join(format!("job-{}.json", job.id())).exists());
+    let sim = Arc::new(ShellSim { resumable: true, ..ShellSim::default() });
+    let Started { shutdown, daemon, .. } = start_with(Arc::clone(&sim), with_state(&mock)).await;
+    assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
+    assert_eq!(*sim.resumed_from.lock().expect("lock"), [Some(serde_json::json!({"line": 1}))]);
+    let output = job_output(&job.trace(), "r");
+    assert!(
+        output.starts_with(
+            "$ echo one\none\n\x1b[0;33mWARNING: the runner process that ran this job"
+        ),
+        "{output:?}"
+    );
+    assert!(
+        output.ends_with("$ sleep 400\n$ echo two\ntwo\n\x1b[32;1mJob succeeded\x1b[0;m\n"),
+        "{output:?}"
+    );
+    shutdown.cancel();
+    daemon.wait().await;
+}

@@ -93,9 +93,14 @@ impl RunnerProcess {
 
     /// Sends SIGTERM (a graceful shutdown: running jobs may finish).
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal of this name (`TERM`, `USR2`, ...).
+    pub fn signal(&self, name: &str) {
         if let Some(pid) = self.child.id() {
             let _ =
-                std::process::Command::new("kill").args(["-s", "TERM", &pid.to_string()]).status();
+                std::process::Command::new("kill").args(["-s", name, &pid.to_string()]).status();
         }
     }
 

@@ -86,7 +86,12 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         registry,
         system_id: system_id.id,
     };
-    runtime.block_on(serve(state, daemon_settings, args.config_poll_interval))
+    runtime.block_on(serve(
+        state,
+        daemon_settings,
+        args.config_poll_interval,
+        args.hand_over_on_stop,
+    ))
 }
 
 /// What a reload needs to know.
@@ -106,8 +111,10 @@ async fn serve(
     mut state: State,
     settings: DaemonSettings,
     poll_interval: Duration,
+    hand_over_on_stop: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).context("failed to handle SIGUSR2")?;
     let mut sigint = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("failed to handle SIGHUP")?;
     let shutdown = CancellationToken::new();
@@ -120,10 +127,11 @@ async fn serve(
     let mut poll = tokio::time::interval(poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await;
-    let signal_name = loop {
+    let (signal_name, hand_over) = loop {
         tokio::select! {
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break ("SIGTERM", hand_over_on_stop),
+            _ = sigint.recv() => break ("SIGINT", hand_over_on_stop),
+            _ = sigusr2.recv() => break ("SIGUSR2", true),
             _ = sighup.recv() => {
                 info!("SIGHUP received, reloading the config");
                 reload(&mut state, &daemon, true).await;
@@ -131,10 +139,18 @@ async fn serve(
             _ = poll.tick() => reload(&mut state, &daemon, false).await,
         }
     };
-    info!(
-        signal = signal_name,
-        "shutting down: no new jobs, running jobs may finish within shutdown_timeout; send the signal again to force exit"
-    );
+    if hand_over {
+        info!(
+            signal = signal_name,
+            "handing the running jobs over to the next runner process: they go on in their pods, and the next start with this state directory resumes them"
+        );
+        daemon.job_hand_over().cancel();
+    } else {
+        info!(
+            signal = signal_name,
+            "shutting down: no new jobs, running jobs may finish within shutdown_timeout; send the signal again to force exit"
+        );
+    }
     shutdown.cancel();
     let abort = daemon.job_abort();
     let mut wait = std::pin::pin!(daemon.wait());
@@ -192,6 +208,7 @@ fn finished(report: &ShutdownReport) -> ExitCode {
         jobs.report_failed = report.jobs_report_failed,
         jobs.interrupted = report.jobs_interrupted,
         jobs.abandoned = report.jobs_abandoned,
+        jobs.handed_over = report.jobs_handed_over,
         "runner stopped"
     );
     if report.jobs_abandoned > 0 || report.jobs_report_failed > 0 {
