@@ -60,6 +60,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The kind suite (needs kind, kubectl and a Docker engine): create a kind cluster, deploy
+    /// the runner with deploy/overlays/kind, run the shared cases, delete the cluster. Refuses any
+    /// kube context that is not a kind one. `cargo xtask e2e-kind --help` shows its options.
+    #[command(name = "e2e-kind", disable_help_flag = true)]
+    E2eKind {
+        /// Arguments for `podrunner-kind-e2e` (e.g. `--keep-cluster`, `--context kind-dev`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The local test cluster: `up`, `down`, `status`.
     LocalCluster {
         /// Arguments for `local-cluster` (e.g. `up --kubernetes-version 1.29`).
@@ -118,12 +127,10 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Demo => demo(),
         Task::Images { args } => local_cluster("images", &args),
         Task::Image => {
-            cargo(&["build", "--release", "--locked", "-p", "podrunner"])?;
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map_or_else(|| root().join("target"), PathBuf::from);
-            let binary = target.join("release/runner");
+            let binary = release_runner()?;
             local_cluster("images", &["--runner".to_owned(), binary.to_string_lossy().into_owned()])
         }
+        Task::E2eKind { args } => e2e_kind(&args),
         Task::LocalCluster { args } => {
             let (first, rest) = args
                 .split_first()
@@ -131,6 +138,21 @@ fn run(task: Task) -> anyhow::Result<()> {
             local_cluster(first, rest)
         }
     }
+}
+
+/// Builds the release `runner` binary and returns its path.
+fn release_runner() -> anyhow::Result<PathBuf> {
+    cargo(&["build", "--release", "--locked", "-p", "podrunner"])?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    Ok(target.join("release/runner"))
+}
+
+/// The kind suite; it checks the kube context before it builds anything.
+fn e2e_kind(args: &[String]) -> anyhow::Result<()> {
+    let mut all: Vec<&str> = vec!["run", "--quiet", "--locked", "-p", "podrunner-kind-suite", "--"];
+    all.extend(args.iter().map(String::as_str));
+    cargo(&all)
 }
 
 fn lint() -> anyhow::Result<()> {
@@ -245,34 +267,50 @@ fn validate() -> anyhow::Result<()> {
         std::fs::write(&file, &output.stdout)?;
         rendered.push((version.to_owned(), file));
     }
-    // The deploy manifests: rendered by kustomize where kubectl is installed, else file by file
-    // (the base's resources are plain manifests; kustomize only adds namespace and labels).
-    let deploy = root().join("deploy/base");
-    let kustomized = Command::new("kubectl").arg("kustomize").arg(&deploy).output();
-    let deploy_files: Vec<PathBuf> = match kustomized {
-        Ok(output) if output.status.success() => {
-            let file = out.join("deploy-base.yaml");
-            std::fs::write(&file, &output.stdout)?;
-            vec![file]
+    // The deploy manifests: the base and each overlay rendered by kustomize where kubectl is
+    // installed; without it the base file by file (its resources are plain manifests; kustomize
+    // only adds namespace and labels) and the overlays (patches) said SKIPPED.
+    let mut kustomizations = vec![root().join("deploy/base")];
+    let mut overlays: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/overlays"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("kustomization.yaml").exists())
+        .collect();
+    overlays.sort();
+    kustomizations.extend(overlays);
+    let mut deploy_files: Vec<PathBuf> = Vec::new();
+    for kustomization in &kustomizations {
+        let name = kustomization.strip_prefix(root()).unwrap_or(kustomization).to_string_lossy();
+        let kustomized = Command::new("kubectl")
+            .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
+            .arg(kustomization)
+            .output();
+        match kustomized {
+            Ok(output) if output.status.success() => {
+                let file = out.join(format!("{}.yaml", name.replace('/', "-")));
+                std::fs::write(&file, &output.stdout)?;
+                deploy_files.push(file);
+            }
+            Ok(output) => bail!(
+                "kubectl kustomize {name} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(_) if name == "deploy/base" => {
+                println!(
+                    "SKIPPED: kubectl kustomize (kubectl is not installed): the deploy/base files are validated one by one"
+                );
+                let mut files: Vec<PathBuf> = std::fs::read_dir(kustomization)?
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                    .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+                    .collect();
+                files.sort();
+                deploy_files.extend(files);
+            }
+            Err(_) => println!("SKIPPED: {name}: kubectl is not installed to render its patches"),
         }
-        Ok(output) => bail!(
-            "kubectl kustomize deploy/base failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Err(_) => {
-            println!(
-                "SKIPPED: kubectl kustomize (kubectl is not installed): the deploy/base files are validated one by one"
-            );
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&deploy)?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-                .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
-                .collect();
-            files.sort();
-            files
-        }
-    };
+    }
     for (version, file) in &rendered {
         let file = file.to_string_lossy();
         sh(&venv.to_string_lossy(), &["--strict", "-k", &format!("{version}.0"), &file], &[])?;

@@ -134,6 +134,10 @@ pub(crate) struct RunArgs {
     /// (with the same state directory) resumes them. SIGUSR2 always does this.
     #[arg(long, env = "RUNNER_HAND_OVER_ON_STOP", hide_env_values = true)]
     pub(crate) hand_over_on_stop: bool,
+    /// Where `/metrics` and `/health` are served (`host:port`), instead of the config's
+    /// `listen_address`.
+    #[arg(long, value_name = "ADDRESS", env = "LISTEN_ADDRESS", hide_env_values = true)]
+    pub(crate) listen_address: Option<String>,
 }
 
 /// Arguments of `verify`.

@@ -841,10 +841,13 @@ async fn the_demo_runs_the_feature_requests_cases_and_prints_their_summary() {
         "aks-runtime-default    success, Seccomp: 2,",
         "localhost-deny-mkdir   failed (script_failure, exit code 1), Seccomp: 2, mkdir denied,",
         "localhost-missing      failed (runner_configuration_error),",
+        "exit-3-after-script    failed (script_failure, exit code 3),",
+        "job-timeout            failed (job_execution_timeout),",
+        "apparmor-runtime-default SKIPPED: AppArmor is not enabled in this kernel",
     ] {
         assert!(text.lines().any(|l| l.starts_with(line)), "{line:?} missing from:\n{text}");
     }
-    assert_eq!(text.matches("Effective security of every container").count(), 4, "{text}");
+    assert_eq!(text.matches("Effective security of every container").count(), 6, "{text}");
     assert!(text.contains("everything it started is stopped"), "{text}");
 }
 
@@ -1307,8 +1310,12 @@ async fn a_job_whose_pod_was_deleted_while_its_runner_was_down_fails_at_once_say
 
 /// The `(verb, resource[/subresource])` pairs the rules of `deploy/base/<file>` grant.
 fn granted(file: &str) -> std::collections::BTreeSet<(String, String)> {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base").join(file);
+    granted_by(&format!("base/{file}"))
+}
+
+/// The `(verb, resource[/subresource])` pairs the rules of `deploy/<file>` grant.
+fn granted_by(file: &str) -> std::collections::BTreeSet<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(file);
     let text = std::fs::read_to_string(&path).expect("read the RBAC manifest");
     let role: serde_json::Value = serde_norway::from_str(&text).expect("YAML");
     let mut pairs = std::collections::BTreeSet::new();
@@ -1323,6 +1330,121 @@ fn granted(file: &str) -> std::collections::BTreeSet<(String, String)> {
         }
     }
     pairs
+}
+
+/// Every `(verb, resource[/subresource])` the runner sent to the API server.
+fn sent_by_the_runner(e2e: &E2e) -> std::collections::BTreeSet<(String, String)> {
+    e2e.cluster
+        .requests()
+        .into_iter()
+        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/")))
+        .filter(|r| !r.resource.starts_with('/'))
+        .map(|r| {
+            let resource = match &r.subresource {
+                Some(sub) => format!("{}/{sub}", r.resource),
+                None => r.resource.clone(),
+            };
+            (r.verb, resource)
+        })
+        .collect()
+}
+
+/// A namespace as `namespace_per_job` makes it: the runner label and the job-id annotation,
+/// with a system id.
+fn job_namespace(
+    name: &str,
+    short_token: &str,
+    system_id: &str,
+    job_id: u64,
+) -> k8s_openapi::api::core::v1::Namespace {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                podrunner_executor_k8s::names::RUNNER_LABEL: short_token,
+                podrunner_executor_k8s::names::SYSTEM_ID_LABEL: system_id,
+            },
+            "annotations": {podrunner_executor_k8s::names::JOB_ID_ANNOTATION: job_id.to_string()},
+        },
+    }))
+    .expect("namespace")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_per_job_runs_each_job_in_its_own_namespace_with_exactly_the_overlays_rbac() {
+    use kube::api::PostParams;
+    let Some(mut e2e) = E2e::start(33, "namespace_per_job = true").await else { return };
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(e2e.client.clone());
+    let short = podrunner_executor_k8s::names::short_token(e2e.mock.runner_token());
+    let short = podrunner_executor_k8s::names::sanitize_label(&short);
+    // The first job's namespace, as a create whose answer was lost left it: adopted. (Of
+    // another system id, or the sweep at start would take it for a left one.)
+    let id_file = e2e.config_path.with_file_name(".runner_system_id");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let system_id = loop {
+        match std::fs::read_to_string(&id_file) {
+            Ok(id) if !id.trim().is_empty() => break id,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("no system id file: {other:?}"),
+        }
+    };
+    namespaces
+        .create(
+            &PostParams::default(),
+            &job_namespace("ci-job-1001", &short, "s_000000000000", 1001),
+        )
+        .await
+        .expect("the namespace of job 1001");
+    let (first, trace) = e2e.run(no_git().script(&["echo first"])).await;
+    assert_eq!(first.id(), 1001);
+    assert_eq!(first.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert!(trace.contains("Using Kubernetes namespace: ci-job-1001\n"), "{trace}");
+    let (second, trace) = e2e.run(no_git().script(&["echo second"])).await;
+    assert_eq!(second.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert!(trace.contains("Using Kubernetes namespace: ci-job-1002\n"), "{trace}");
+    let log = e2e.runner_log();
+    assert!(log.contains("adopting the namespace this job already created"), "{log}");
+    assert!(log.contains("job namespace created"), "{log}");
+    // A namespace this process left (its job is not running) goes at the next start.
+    namespaces
+        .create(&PostParams::default(), &job_namespace("ci-job-999", &short, system_id.trim(), 999))
+        .await
+        .expect("a left namespace");
+    e2e.runner.terminate();
+    e2e.runner.wait(Duration::from_secs(30)).await.expect("stops");
+    e2e.restart_runner();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<String> = namespaces
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+            .filter_map(|n| n.metadata.name)
+            .filter(|n| n.starts_with("ci-job-"))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left: {left:?}\n{}", e2e.runner_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    e2e.assert_no_pod_left().await;
+    // What the overlay grants: the job rules everywhere and the namespaces'.
+    let sent = sent_by_the_runner(&e2e);
+    let mut grants = granted("role.yaml");
+    grants.extend(granted("clusterrole.yaml"));
+    grants.extend(granted_by("overlays/namespace-per-job/clusterrole-namespaces.yaml"));
+    let missing: Vec<_> = sent.difference(&grants).collect();
+    assert!(missing.is_empty(), "the runner sent requests the overlay does not grant: {missing:?}");
+    let namespace_grants = granted_by("overlays/namespace-per-job/clusterrole-namespaces.yaml");
+    let unused: Vec<_> = namespace_grants.difference(&sent).collect();
+    assert!(unused.is_empty(), "the overlay grants namespace verbs never sent: {unused:?}");
+    e2e.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1349,20 +1471,7 @@ async fn the_runner_sends_exactly_the_requests_the_deploy_rbac_grants() {
     assert_eq!(lost.wait_finished(JOB_WAIT).await, JobState::Failed);
     e2e.cluster.start_node_agent();
     e2e.assert_no_pod_left().await;
-    let sent: std::collections::BTreeSet<(String, String)> = e2e
-        .cluster
-        .requests()
-        .into_iter()
-        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/")))
-        .filter(|r| !r.resource.starts_with('/'))
-        .map(|r| {
-            let resource = match &r.subresource {
-                Some(sub) => format!("{}/{sub}", r.resource),
-                None => r.resource.clone(),
-            };
-            (r.verb, resource)
-        })
-        .collect();
+    let sent = sent_by_the_runner(&e2e);
     let mut grants = granted("role.yaml");
     grants.extend(granted("clusterrole.yaml"));
     let missing: Vec<_> = sent.difference(&grants).collect();

@@ -193,6 +193,16 @@ impl MockCoordinator {
     ///
     /// When no local port can be bound (a test environment problem).
     pub async fn start() -> Self {
+        Self::start_on(std::net::IpAddr::from([127, 0, 0, 1])).await
+    }
+
+    /// Starts the mock on `ip` at a random port (an address a cluster's pods reach, for a
+    /// runner that runs in the cluster).
+    ///
+    /// # Panics
+    ///
+    /// When no port can be bound on `ip` (a test environment problem).
+    pub async fn start_on(ip: std::net::IpAddr) -> Self {
         let (down, down_rx) = watch::channel(false);
         let mut data = Data { next_id: 1000, fail_status: 502, ..Data::default() };
         data.runner_tokens.insert(RUNNER_TOKEN.to_owned());
@@ -209,8 +219,8 @@ impl MockCoordinator {
             .route("/api/v4/jobs/{id}", put(update_job))
             .layer(middleware::from_fn_with_state(Arc::clone(&inner), record_and_fail))
             .with_state(Arc::clone(&inner));
-        let listener = bind_reuse(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .expect("test setup: bind a local port for the mock coordinator");
+        let listener = bind_reuse(SocketAddr::new(ip, 0))
+            .expect("test setup: bind a port for the mock coordinator");
         let addr = listener.local_addr().expect("test setup: local address of the listener");
         let server = tokio::spawn(accept_loop(listener, addr, router, down_rx));
         Self { inner, addr, server }

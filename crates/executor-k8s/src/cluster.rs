@@ -123,7 +123,10 @@ pub struct RunnerCluster {
     minor: AtomicU32,
     /// Cleared when a request failed to reach the server; [`RunnerCluster::probe`] sets it again.
     reachable: AtomicBool,
+    /// The watches of namespaces that outlive jobs (the config's), kept for the process.
     watches: Mutex<HashMap<(String, String), Arc<PodWatch>>>,
+    /// The watches of jobs' own namespaces, as long as a job subscribes.
+    transient: Mutex<HashMap<(String, String), std::sync::Weak<PodWatch>>>,
 }
 
 impl std::fmt::Debug for RunnerCluster {
@@ -163,6 +166,7 @@ impl RunnerCluster {
             minor: AtomicU32::new(crate::version::MAX_MINOR),
             reachable: AtomicBool::new(false),
             watches: Mutex::new(HashMap::new()),
+            transient: Mutex::new(HashMap::new()),
         };
         cluster.probe().await?;
         Ok(cluster)
@@ -213,16 +217,29 @@ impl RunnerCluster {
     }
 
     /// The shared watch of this runner's pods (label `selector`) in `namespace`, started on
-    /// first use.
-    pub fn pod_watch(&self, namespace: &str, selector: &str) -> Arc<PodWatch> {
+    /// first use. With `keep` it lasts as long as the process (a namespace jobs share);
+    /// without, it ends with its last subscription (a job's own namespace).
+    pub fn pod_watch(&self, namespace: &str, selector: &str, keep: bool) -> Arc<PodWatch> {
         let key = (namespace.to_owned(), selector.to_owned());
-        let mut watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(watches.entry(key).or_insert_with(|| {
+        let start = || {
             Arc::new(PodWatch::start(
                 Api::namespaced(self.client.clone(), namespace),
                 selector.to_owned(),
             ))
-        }))
+        };
+        if keep {
+            let mut watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
+            return Arc::clone(watches.entry(key).or_insert_with(start));
+        }
+        // A namespace of one job: held by its subscriptions only, so the watch ends with them.
+        let mut transient = self.transient.lock().unwrap_or_else(PoisonError::into_inner);
+        transient.retain(|_, w| w.strong_count() > 0);
+        if let Some(watch) = transient.get(&key).and_then(std::sync::Weak::upgrade) {
+            return watch;
+        }
+        let watch = start();
+        transient.insert(key, Arc::downgrade(&watch));
+        watch
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, AttachParams, DeleteParams, PostParams};
 use podrunner_config::{KubernetesConfig, RunnerConfig};
 use podrunner_coordinator::{FailureReason, Job, JobCancel, JobOutcome, LogWriter, Section};
@@ -116,6 +116,7 @@ fn leftovers_of(
         namespace,
         selector: leftovers::selector(&short, system_id),
         grace: cleanup_grace(k),
+        own_namespaces: k.raw.namespace_per_job == Some(true),
     }
 }
 
@@ -144,8 +145,8 @@ impl Executor for KubernetesExecutor {
     }
 
     /// Deletes the pods and Secrets of job `job_id` (runner label and job-id annotation) in the
-    /// namespace its pod had: `ci-job-<id>` with `namespace_per_job`, else the config's (a
-    /// `KUBERNETES_NAMESPACE_OVERWRITE` of the job is not known after a restart).
+    /// config's namespace (a `KUBERNETES_NAMESPACE_OVERWRITE` of the job is not known here), or
+    /// with `namespace_per_job` the job's own namespace.
     fn clean_up_left_job(
         &self,
         runner: &RunnerContext,
@@ -165,7 +166,7 @@ impl Executor for KubernetesExecutor {
     }
 
     /// Deletes this process's pods and Secrets (runner and system-id labels) in the config's
-    /// namespace whose job is not running.
+    /// namespace, or with `namespace_per_job` its jobs' namespaces, whose job is not running.
     fn sweep(
         &self,
         runner: &RunnerContext,
@@ -579,6 +580,9 @@ impl JobRun<'_> {
         let name = built.pod.metadata.name.clone().unwrap_or_default();
         let subscription = self.subscribe(&namespace, &name);
         let api: Api<Pod> = Api::namespaced(self.cluster.client().clone(), &namespace);
+        self.create_own_namespace(&built)
+            .await
+            .map_err(|message| fail(&self.log, FailureReason::RunnerSystemFailure, message))?;
         let secret = self
             .create_credentials_secret(&built)
             .await
@@ -659,7 +663,67 @@ impl JobRun<'_> {
             "manager.runner.gitlab.com/id-short={}",
             names::sanitize_label(&self.short_token())
         );
-        self.cluster.pod_watch(namespace, &selector).subscribe(name)
+        // A job's own namespace ends with the job: its watch goes with its last subscriber.
+        let keep = self.own_namespace().is_none_or(|own| own != namespace);
+        self.cluster.pod_watch(namespace, &selector, keep).subscribe(name)
+    }
+
+    /// The job's own namespace (`namespace_per_job`: `ci-job-<id>`), created before its Secret
+    /// and pod and deleted after them.
+    fn own_namespace(&self) -> Option<String> {
+        (self.k.raw.namespace_per_job == Some(true)).then(|| format!("ci-job-{}", self.job.id))
+    }
+
+    /// Creates the job's own namespace, labelled as its pod (runner, system id) and annotated
+    /// with the job id; one of that name that an earlier attempt of this job created is kept.
+    async fn create_own_namespace(&self, built: &crate::BuiltPod) -> Result<(), String> {
+        let Some(name) = self.own_namespace() else { return Ok(()) };
+        let api: Api<Namespace> = Api::all(self.cluster.client().clone());
+        let labels = built.pod.metadata.labels.clone().unwrap_or_default();
+        let job_id = self.job.id.to_string();
+        let namespace = Namespace {
+            metadata: kube::core::ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels.clone()),
+                annotations: Some(
+                    [(names::JOB_ID_ANNOTATION.to_owned(), job_id.clone())].into_iter().collect(),
+                ),
+                ..kube::core::ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        let params = PostParams::default();
+        match replayed(|| api.create(&params, &namespace)).await {
+            Ok(_) => {
+                info!(job.id = self.job.id, namespace = %name, "job namespace created");
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let found = api.get_opt(&name).await.map_err(|e| {
+                    format!("failed to read the existing namespace {name}: {}", error_chain(&e))
+                })?;
+                let meta = found.as_ref().map(|n| &n.metadata);
+                let ours = meta.is_some_and(|m| {
+                    m.annotations.as_ref().and_then(|a| a.get(names::JOB_ID_ANNOTATION))
+                        == Some(&job_id)
+                        && m.labels.as_ref().and_then(|l| l.get(names::RUNNER_LABEL))
+                            == labels.get(names::RUNNER_LABEL)
+                });
+                if !ours {
+                    return Err(format!(
+                        "namespace {name} already exists and is not this job's (namespace_per_job names it ci-job-<job id>)"
+                    ));
+                }
+                if meta.is_some_and(|m| m.deletion_timestamp.is_some()) {
+                    return Err(format!("namespace {name} of this job is being deleted"));
+                }
+                info!(job.id = self.job.id, namespace = %name, "adopting the namespace this job already created");
+                Ok(())
+            }
+            Err(e) => {
+                Err(format!("failed to create the job's namespace {name}: {}", error_chain(&e)))
+            }
+        }
     }
 
     /// Finds the pod an earlier runner process created for this resumed job: it is never
@@ -1249,6 +1313,7 @@ impl JobRun<'_> {
         pod: &Pod,
     ) -> Result<Vec<String>, kube::Error> {
         let deadline = Instant::now() + self.k.poll_timeout;
+        let service_account_deadline = Instant::now() + Duration::from_secs(15);
         let mut backoff = Duration::from_secs(1);
         let mut said = false;
         loop {
@@ -1272,6 +1337,17 @@ impl JobRun<'_> {
                         () = self.cancel.aborted().cancelled() => return Err(kube::Error::Api(e)),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                // A new namespace gets its `default` ServiceAccount a moment after it exists.
+                Err(kube::Error::Api(e))
+                    if e.code == 403
+                        && e.message.contains("serviceaccount")
+                        && e.message.contains("not found")
+                        && self.own_namespace().is_some()
+                        && Instant::now() < service_account_deadline =>
+                {
+                    debug!(error = %e.message, "the job namespace's service account is not there yet");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 other => return other,
             }
@@ -1357,6 +1433,25 @@ impl JobRun<'_> {
                     "Error cleaning up pod: no answer within cleanup_resources_timeout ({}s)",
                     self.k.cleanup_resources_timeout.as_secs()
                 ));
+            }
+        }
+        if let Some(namespace) = self.own_namespace() {
+            let api: Api<Namespace> = Api::all(self.cluster.client().clone());
+            let params = DeleteParams::background();
+            let delete = api.delete(&namespace, &params);
+            match tokio::time::timeout(self.k.cleanup_resources_timeout, delete).await {
+                Ok(Ok(_)) => debug!(namespace = %namespace, "job namespace deleted"),
+                Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
+                Ok(Err(e)) => {
+                    warn!(namespace = %namespace, error = %error_chain(&e), "failed to delete the job namespace");
+                    self.log.error(&format!(
+                        "Error cleaning up namespace {namespace}: {}",
+                        error_chain(&e)
+                    ));
+                }
+                Err(_) => self.log.error(&format!(
+                    "Error cleaning up namespace {namespace}: no answer within cleanup_resources_timeout"
+                )),
             }
         }
     }

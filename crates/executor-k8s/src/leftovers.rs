@@ -1,11 +1,11 @@
 //! Objects jobs leave in the cluster when their runner process dies: the pods and registry
 //! Secrets of one job an earlier process left (found by the runner label and the job-id
-//! annotation), and the sweep of this process's objects (runner and system-id labels) whose
-//! job is not running.
+//! annotation), or its own namespace with `namespace_per_job`, and the sweep of this process's
+//! objects (runner and system-id labels) whose job is not running.
 
 use std::collections::HashSet;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::core::ObjectMeta;
 
@@ -20,6 +20,9 @@ pub(crate) struct Leftovers {
     pub(crate) selector: String,
     /// The grace period pods get (`cleanup_grace_period_seconds`).
     pub(crate) grace: Option<u32>,
+    /// Each job has its own namespace (`namespace_per_job`): the namespaces are what is left,
+    /// and deleting one deletes everything in it.
+    pub(crate) own_namespaces: bool,
 }
 
 /// The job id in an object's annotation.
@@ -37,6 +40,9 @@ impl Leftovers {
         only: Option<u64>,
         running: impl FnOnce() -> HashSet<u64>,
     ) -> Result<Vec<String>, String> {
+        if self.own_namespaces {
+            return self.delete_namespaces(cluster, only, running).await;
+        }
         let params = ListParams::default().labels(&self.selector);
         let pods: Api<Pod> = Api::namespaced(cluster.client().clone(), &self.namespace);
         let secrets: Api<Secret> = Api::namespaced(cluster.client().clone(), &self.namespace);
@@ -86,6 +92,46 @@ impl Leftovers {
                 if deleted.is_empty() { "nothing".to_owned() } else { deleted.join(", ") },
                 failures.join(", ")
             ))
+        }
+    }
+
+    /// [`Leftovers::delete`] for jobs with their own namespaces.
+    async fn delete_namespaces(
+        &self,
+        cluster: &RunnerCluster,
+        only: Option<u64>,
+        running: impl FnOnce() -> HashSet<u64>,
+    ) -> Result<Vec<String>, String> {
+        let api: Api<Namespace> = Api::all(cluster.client().clone());
+        let params = ListParams::default().labels(&self.selector);
+        let listed = api
+            .list(&params)
+            .await
+            .map_err(|e| format!("failed to list the jobs' namespaces ({}): {e}", self.selector))?;
+        let running = running();
+        let mut deleted = Vec::new();
+        let mut failures = Vec::new();
+        for namespace in listed.items {
+            let Some(id) = job_id(&namespace.metadata)
+                .filter(|id| only.is_none_or(|o| o == *id) && !running.contains(id))
+            else {
+                continue;
+            };
+            if namespace.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let name = namespace.metadata.name.clone().unwrap_or_default();
+            let what = format!("namespace {name} of job {id} (and everything in it)");
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => deleted.push(what),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => failures.push(format!("{what}: {e}")),
+            }
+        }
+        if failures.is_empty() {
+            Ok(deleted)
+        } else {
+            Err(format!("failed to delete {}", failures.join(", ")))
         }
     }
 

@@ -86,7 +86,7 @@ async fn a_pod_deleted_while_the_watch_was_down_is_reported_gone_after_the_relis
     .expect("connect");
     let client = cluster.kube_client().await.expect("client");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let watch = runner_cluster.pod_watch("default", "job=watched");
+    let watch = runner_cluster.pod_watch("default", "job=watched", true);
     let mut doomed = watch.subscribe("doomed");
     let mut kept = watch.subscribe("kept");
     pods.create(&PostParams::default(), &pod("doomed")).await.expect("create");

@@ -71,6 +71,9 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         };
     system_id.save();
     daemon_settings.state_dir = Some(state_dir);
+    if let Some(address) = &args.listen_address {
+        daemon_settings.listen_address = Some(address.clone());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -80,6 +83,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         path: file.path.clone(),
         text: file.text.clone(),
         listen_address: daemon_settings.listen_address.clone(),
+        listen_flag: args.listen_address.clone(),
         strict: args.config.strict,
         log_flag: args.log_level,
         logging,
@@ -100,6 +104,8 @@ struct State {
     /// The file's content last seen (loaded or refused), to notice changes.
     text: String,
     listen_address: Option<String>,
+    /// `--listen-address`, which wins over the config's on every reload.
+    listen_flag: Option<String>,
     strict: bool,
     log_flag: Option<crate::cli::LogLevelArg>,
     logging: Logging,
@@ -251,7 +257,7 @@ async fn reload(state: &mut State, daemon: &RunningDaemon, forced: bool) {
     };
     config.expand_credentials(|name| std::env::var(name).ok());
     let warnings = settings::runner_warnings(&file, &text, &loaded.diagnostics);
-    let settings = match settings::daemon_settings(
+    let mut settings = match settings::daemon_settings(
         &config,
         &state.path,
         &warnings,
@@ -266,6 +272,9 @@ async fn reload(state: &mut State, daemon: &RunningDaemon, forced: bool) {
             return;
         }
     };
+    if let Some(address) = &state.listen_flag {
+        settings.listen_address = Some(address.clone());
+    }
     if settings.listen_address != state.listen_address {
         warn!(
             listen_address = ?settings.listen_address,
