@@ -355,9 +355,17 @@ async fn exit_3_is_reported_with_after_script_and_masked_values_never_reach_the_
             "echo '{\"command_exit_code\": 0}'",
             "exit 3",
         ])
-        .after_script(&["echo after $CI_JOB_STATUS"]);
+        .after_script(&["echo after $CI_JOB_STATUS"])
+        .extra(
+            "artifacts",
+            serde_json::json!([{"name": "out", "paths": ["out/"], "when": "always"}]),
+        );
     let (job, trace) = e2e.run(job).await;
     assert_eq!(job.state(), JobState::Failed, "{trace}");
+    assert!(
+        trace.contains("WARNING: this runner does not upload artifacts yet: the job's artifacts (archive [\"out/\"]) are not uploaded"),
+        "said, not skipped in silence: {trace}"
+    );
     assert!(!trace.contains("s3cr3t-v4lu3-abc"), "{trace}");
     assert!(trace.contains("secret is [MASKED]\n"), "{trace}");
     assert!(trace.contains("file content\n"), "{trace}");

@@ -281,6 +281,47 @@ impl KubernetesExecutor {
     }
 }
 
+/// What the job asks for that this runner does not do yet (artifacts, caches, dependencies'
+/// artifacts), each said in the job log rather than skipped in silence.
+fn not_supported_yet(job: &Job) -> Vec<String> {
+    let mut out = Vec::new();
+    if !job.artifacts.is_empty() {
+        let what: Vec<String> = job
+            .artifacts
+            .iter()
+            .map(|a| {
+                let kind = a.artifact_type.as_deref().unwrap_or("archive");
+                format!("{kind} {:?}", a.paths)
+            })
+            .collect();
+        out.push(format!(
+            "this runner does not upload artifacts yet: the job's artifacts ({}) are not uploaded",
+            what.join(", ")
+        ));
+    }
+    if !job.cache.is_empty() {
+        let keys: Vec<&str> =
+            job.cache.iter().map(|c| c.key.as_deref().unwrap_or("default")).collect();
+        out.push(format!(
+            "this runner does not restore or save caches yet: cache {} is neither restored nor saved",
+            keys.join(", ")
+        ));
+    }
+    let downloads: Vec<&str> = job
+        .dependencies
+        .iter()
+        .filter(|d| d.artifacts_file.is_some())
+        .map(|d| d.name.as_str())
+        .collect();
+    if !downloads.is_empty() {
+        out.push(format!(
+            "this runner does not download dependencies' artifacts yet: the artifacts of {} are not in the build directory",
+            downloads.join(", ")
+        ));
+    }
+    out
+}
+
 /// Whether `found` is the pod `built` for this job: exactly its labels and annotations (runner,
 /// project, job id, ref, sha), so an earlier attempt of this very job.
 fn same_job(found: &Pod, built: &Pod) -> bool {
@@ -564,6 +605,9 @@ impl JobRun<'_> {
         }
         for message in self.config_warnings.iter().chain(&built.job_log) {
             self.log.warning(message);
+        }
+        for message in not_supported_yet(&self.job) {
+            self.log.warning(&message);
         }
         self.log.section_end("security_context");
         Ok(built)
@@ -1517,6 +1561,30 @@ enum FollowError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifacts_caches_and_dependencies_are_said_not_to_be_handled_yet() {
+        let payload = serde_json::json!({
+            "id": 7,
+            "artifacts": [{"name": "a", "paths": ["out/", "*.log"]}, {"paths": ["junit.xml"], "artifact_type": "junit"}],
+            "cache": [{"key": "deps-1", "paths": ["vendor/"]}],
+            "dependencies": [
+                {"id": 5, "name": "build", "token": "t", "artifacts_file": {"filename": "artifacts.zip", "size": 10}},
+                {"id": 6, "name": "lint", "token": "t"},
+            ],
+        });
+        let job = Job::from_payload(payload.to_string().as_bytes()).expect("job");
+        assert_eq!(
+            not_supported_yet(&job),
+            [
+                "this runner does not upload artifacts yet: the job's artifacts (archive [\"out/\", \"*.log\"], junit [\"junit.xml\"]) are not uploaded",
+                "this runner does not restore or save caches yet: cache deps-1 is neither restored nor saved",
+                "this runner does not download dependencies' artifacts yet: the artifacts of build are not in the build directory",
+            ]
+        );
+        let plain = Job::from_payload(br#"{"id": 8}"#).expect("job");
+        assert!(not_supported_yet(&plain).is_empty());
+    }
 
     #[test]
     fn warning_headers_are_unquoted() {
