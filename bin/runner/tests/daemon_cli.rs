@@ -59,6 +59,15 @@ fn free_port() -> u16 {
     l.local_addr().expect("local address").port()
 }
 
+/// A port that refuses connections for as long as the socket lives: bound, never listening, so
+/// no other test's listener can take it meanwhile.
+fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let port = socket.local_addr().expect("local address").port();
+    (socket, port)
+}
+
 async fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
@@ -178,9 +187,9 @@ async fn verify_exits_0_when_every_token_is_valid_and_expands_the_token_from_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_reports_an_unreachable_coordinator_as_invalid() {
+    let (_held, port) = refusing_port();
     let setup = Setup::new(&format!(
-        "[[runners]]\nname = \"gone\"\nurl = \"http://127.0.0.1:{}\"\ntoken = \"t\"\nexecutor = \"kubernetes\"\n",
-        free_port()
+        "[[runners]]\nname = \"gone\"\nurl = \"http://127.0.0.1:{port}\"\ntoken = \"t\"\nexecutor = \"kubernetes\"\n"
     ));
     let out = setup.run(&["verify"]).await;
     let stdout = text(&out.stdout);
@@ -390,7 +399,7 @@ async fn a_valid_reload_applies_the_new_log_level() {
 async fn a_kubernetes_runner_whose_cluster_is_unreachable_requests_no_job_and_says_why() {
     let mock = MockCoordinator::start().await;
     let job = mock.enqueue(&MockJob::new("must-wait"));
-    let closed = free_port();
+    let (_held, closed) = refusing_port();
     let setup = Setup::new(&format!(
         "check_interval = 1\n[[runners]]\nname = \"k8s\"\nurl = \"{}\"\ntoken = \"{}\"\nexecutor = \"kubernetes\"\n\
          [runners.kubernetes]\nhost = \"http://127.0.0.1:{closed}\"\n",

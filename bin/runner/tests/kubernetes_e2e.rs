@@ -1544,3 +1544,92 @@ async fn the_runner_image_runs_on_the_node_under_the_deployments_pod_security() 
     assert!(logs.starts_with("runner 0.1.0 ("), "{logs}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runner_runs_in_the_cluster_as_the_deployments_pod_and_runs_a_job_there() {
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use kube::api::{DeleteParams, LogParams, PostParams};
+    if !available() {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("e2e").tempdir_in("/tmp").expect("temp dir");
+    let cluster = LocalCluster::start(ClusterOptions::new(dir.path())).await.expect("cluster");
+    let image = podrunner_local_cluster::node::build_runner_image(
+        &dir.path().join("runner-image"),
+        std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
+        "localhost/podrunner:test",
+    )
+    .expect("the runner image builds");
+    cluster.import_images(std::slice::from_ref(&image)).await.expect("import");
+    let client = cluster.kube_client().await.expect("client");
+    let mock = MockCoordinator::start().await;
+    mock.set_update_interval_header(Some(1));
+    // What deploy/base gives the runner: its ServiceAccount, its config as a Secret, and the
+    // Deployment's pod (here in `default`, the image imported, never pulled).
+    let params = PostParams::default();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let account = serde_json::from_value(serde_json::json!({"metadata": {"name": "podrunner"}}));
+    accounts.create(&params, &account.expect("account")).await.expect("service account");
+    let config = format!(
+        "concurrent = 2\ncheck_interval = 1\n\
+         [[runners]]\nname = \"in-cluster\"\nurl = \"{url}\"\ntoken = \"{token}\"\nexecutor = \"kubernetes\"\n\
+         [runners.kubernetes]\nnamespace = \"default\"\nimage = \"localhost/busybox:latest\"\n\
+         helper_image = \"localhost/helper:latest\"\npull_policy = \"if-not-present\"\n\
+         cleanup_grace_period_seconds = 1\n",
+        url = mock.url(),
+        token = mock.runner_token(),
+    );
+    let secret = serde_json::json!({
+        "metadata": {"name": "podrunner-config"},
+        "stringData": {"config.toml": config},
+    });
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    secrets
+        .create(&params, &serde_json::from_value(secret).expect("secret"))
+        .await
+        .expect("config secret");
+    let deployment: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../deploy/base/deployment.yaml"),
+        )
+        .expect("deployment.yaml"),
+    )
+    .expect("YAML");
+    let mut pod = deployment["spec"]["template"].clone();
+    // `defaultMode: 0400` is octal to Kubernetes' YAML 1.1 reader, a string to serde_norway's.
+    for volume in pod["spec"]["volumes"].as_array_mut().expect("volumes") {
+        if let Some(mode) = volume["secret"]["defaultMode"].as_str() {
+            volume["secret"]["defaultMode"] = i64::from_str_radix(mode, 8).expect("octal").into();
+        }
+    }
+    pod["metadata"]["name"] = "podrunner".into();
+    pod["spec"]["restartPolicy"] = "Never".into();
+    pod["spec"]["containers"][0]["image"] = "localhost/podrunner:test".into();
+    pod["spec"]["containers"][0]["imagePullPolicy"] = "Never".into();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&params, &serde_json::from_value(pod).expect("pod")).await.expect("runner pod");
+    let handle = mock.enqueue(&no_git().script(&["echo hello from the runner in the cluster"]));
+    let state = handle.wait_finished(JOB_WAIT).await;
+    let logs = pods.logs("podrunner", &LogParams::default()).await.unwrap_or_default();
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    assert_eq!(state, JobState::Success, "{trace}\nthe runner pod's log:\n{logs}");
+    assert!(trace.contains("\nhello from the runner in the cluster\n"), "{trace}");
+    // In-cluster config: the service account's token and CA, the API server over TLS.
+    let https = format!("cluster.url=\"https://{}/\"", cluster.https_address());
+    assert!(logs.contains("connected to the cluster") && logs.contains(&https), "{https}\n{logs}");
+    let runner_requests = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/")))
+        .count();
+    assert!(runner_requests > 0, "the runner pod talked to the API server");
+    pods.delete("podrunner", &DeleteParams::default().grace_period(0)).await.expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pods.list(&ListParams::default()).await.expect("list").items.is_empty() {
+        assert!(Instant::now() < deadline, "the job's pod and the runner's are gone");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.shutdown().await;
+}

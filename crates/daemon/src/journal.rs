@@ -192,17 +192,30 @@ impl Journal {
     /// # Errors
     ///
     /// [`JournalError::Io`] when the directory cannot be created or made private.
+    ///
+    /// A directory this process cannot restrict because another user owns it (a Kubernetes
+    /// `emptyDir` is root's, mode `2777` with an `fsGroup`) keeps the job files in its
+    /// subdirectory `private`, which this process creates and owns (`0700`).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, JournalError> {
         let dir = dir.into();
-        let io = |action, source| JournalError::Io { action, path: dir.clone(), source };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| io("create the state directory", e))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| io("restrict the state directory", e))?;
-        Ok(Self { dir })
+        let io = |action, path: &Path, source| JournalError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        let private = |path: &Path| -> Result<(), std::io::Error> {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        };
+        match private(&dir) {
+            Ok(()) => Ok(Self { dir }),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && dir.is_dir() => {
+                let inner = dir.join("private");
+                private(&inner).map_err(|e| io("create a private state directory", &inner, e))?;
+                Ok(Self { dir: inner })
+            }
+            Err(e) => Err(io("create and restrict the state directory", &dir, e)),
+        }
     }
 
     /// The state directory.

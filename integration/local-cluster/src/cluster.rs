@@ -258,6 +258,11 @@ impl LocalCluster {
         self.apiserver.url()
     }
 
+    /// Where pods reach the API server (TLS, the `kubernetes` Service of their environment).
+    pub fn https_address(&self) -> std::net::SocketAddr {
+        self.apiserver.https_address()
+    }
+
     /// Ends every open watch (and refuses new ones while `refuse`): see [`ApiServer::end_watches`].
     pub fn end_watches(&self, refuse: bool) {
         self.apiserver.end_watches(refuse);

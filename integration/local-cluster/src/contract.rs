@@ -23,6 +23,12 @@ pub trait ClusterView: Send + Sync + 'static {
     fn secret(&self, namespace: &str, name: &str) -> Option<Secret>;
     /// A config map, if it exists.
     fn config_map(&self, namespace: &str, name: &str) -> Option<ConfigMap>;
+    /// Where the `kubernetes` Service reaches the API server (TLS), which the kubelet puts in
+    /// every container's `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`. By default
+    /// none (no such variables).
+    fn kubernetes_service(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
     /// Replaces the pod's status (the `status` subresource), bumping its resourceVersion and
     /// notifying watchers. Ignored if the pod no longer exists.
     fn set_pod_status(&self, namespace: &str, name: &str, status: PodStatus);

@@ -130,6 +130,44 @@ async fn default_namespace_and_service_accounts_exist_and_new_namespaces_get_one
     assert_eq!(labelled.items.len(), 1);
     let accounts: Api<ServiceAccount> = Api::namespaced(c.client.clone(), "team-a");
     assert!(accounts.get("default").await.is_ok());
+    // And the cluster's CA, as kube-controller-manager publishes it for in-cluster clients.
+    let maps: Api<ConfigMap> = Api::namespaced(c.client.clone(), "team-a");
+    let ca = maps.get("kube-root-ca.crt").await.expect("kube-root-ca.crt");
+    let pem = ca.data.expect("data")["ca.crt"].clone();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+}
+
+#[tokio::test]
+async fn pods_get_the_service_account_token_mount_unless_they_opt_out() {
+    let c = api_cluster(33).await;
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    let created = pods.create(&PostParams::default(), &pod("with-token")).await.expect("create");
+    let spec = created.spec.expect("spec");
+    let volume = spec.volumes.iter().flatten().find(|v| v.name.starts_with("kube-api-access-"));
+    let sources =
+        volume.and_then(|v| v.projected.clone()).and_then(|p| p.sources).expect("projected");
+    assert!(
+        sources.iter().any(|s| s.service_account_token.as_ref().is_some_and(|t| t.path == "token"))
+    );
+    assert!(
+        sources.iter().any(|s| s.config_map.as_ref().is_some_and(|m| m.name == "kube-root-ca.crt"))
+    );
+    let mount = spec.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name.starts_with("kube-api-access-"));
+    let mount = mount.expect("the container mounts it");
+    assert_eq!(mount.mount_path, "/var/run/secrets/kubernetes.io/serviceaccount");
+    assert_eq!(mount.read_only, Some(true));
+    let mut opted_out = pod_json("without-token");
+    opted_out["spec"]["automountServiceAccountToken"] = json!(false);
+    let created = pods
+        .create(&PostParams::default(), &serde_json::from_value(opted_out).expect("pod"))
+        .await
+        .expect("create");
+    let spec = created.spec.expect("spec");
+    assert!(spec.volumes.iter().flatten().all(|v| !v.name.starts_with("kube-api-access-")));
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ async fn cluster(bookmark_interval: Duration) -> ApiCluster {
 fn config_map(name: &str, value: &str) -> ConfigMap {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name}, "data": {"v": value}
+        "metadata": {"name": name, "labels": {"test": "watch"}}, "data": {"v": value}
     }))
     .expect("config map")
 }
@@ -155,7 +155,8 @@ async fn watcher_across_churn(bookmark_interval: Duration) -> (Vec<String>, usiz
     let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), "a");
     api.create(&PostParams::default(), &config_map("first", "1")).await.expect("cm");
     // Short server-side watches, so the watcher reconnects from its last resourceVersion soon.
-    let config = watcher::Config::default().timeout(1);
+    // The test's own config maps (each namespace also has kube-root-ca.crt).
+    let config = watcher::Config::default().timeout(1).labels("test=watch");
     let mut events = watcher(api.clone(), config).boxed();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let polling = tokio::spawn(async move {

@@ -656,11 +656,22 @@ fn finish_secret(object: &mut Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// What a new namespace gets from kube-controller-manager: the `default` ServiceAccount and
+/// the `kube-root-ca.crt` ConfigMap (the CA in-cluster clients trust).
 fn create_default_service_account(state: &State, namespace: &str) {
     let account =
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
     if let Ok(account) = normalise_new(state, Kind::ServiceAccount, namespace, account) {
         let _ = state.store.create(Kind::ServiceAccount, namespace, account);
+    }
+    let ca = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "kube-root-ca.crt"},
+        "data": {"ca.crt": state.in_cluster.1},
+    });
+    if let Ok(ca) = normalise_new(state, Kind::ConfigMap, namespace, ca) {
+        let _ = state.store.create(Kind::ConfigMap, namespace, ca);
     }
 }
 
@@ -722,6 +733,7 @@ fn create(state: &State, kind: Kind, namespace: &str, query: &Query, body: &[u8]
             if errors.is_empty() {
                 check_pod_quota(state, namespace, &name)?;
                 pods::apply_defaults(&mut pod, &state.settings.node_name);
+                pods::mount_service_account_token(&mut pod);
                 object =
                     serde_json::to_value(&pod).map_err(|e| ApiError::internal(e.to_string()))?;
             }
@@ -1024,6 +1036,10 @@ impl ClusterView for State {
     fn config_map(&self, namespace: &str, name: &str) -> Option<ConfigMap> {
         let object = self.store.get(Kind::ConfigMap, namespace, name)?;
         serde_json::from_value((*object).clone()).ok()
+    }
+
+    fn kubernetes_service(&self) -> Option<std::net::SocketAddr> {
+        Some(self.in_cluster.0)
     }
 
     fn set_pod_status(&self, namespace: &str, name: &str, status: PodStatus) {

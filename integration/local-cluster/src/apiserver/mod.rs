@@ -27,6 +27,7 @@ mod selectors;
 mod status;
 mod store;
 mod table;
+mod tls;
 mod validation;
 
 use std::{
@@ -52,6 +53,9 @@ pub enum ApiServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Making the TLS certificates failed.
+    #[error("failed to make the api server's tls certificates: {0}")]
+    Tls(String),
 }
 
 /// Settings of an API server.
@@ -105,6 +109,8 @@ pub(crate) struct State {
     pub(crate) overload: std::sync::Mutex<Option<ActiveOverload>>,
     /// When the node last sent a heartbeat (`None`: never).
     pub(crate) heartbeat: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Where in-cluster clients reach the server (TLS), and the CA they trust (PEM).
+    pub(crate) in_cluster: (SocketAddr, String),
     me: Weak<State>,
 }
 
@@ -181,6 +187,7 @@ pub struct ApiServer {
     state: Arc<State>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    tls_task: JoinHandle<()>,
 }
 
 impl ApiServer {
@@ -195,6 +202,10 @@ impl ApiServer {
         let address = listener
             .local_addr()
             .map_err(|source| ApiServerError::Bind { address: settings.address, source })?;
+        let (tls_listener, tls_address) = tls::bind()
+            .await
+            .map_err(|source| ApiServerError::Bind { address: settings.address, source })?;
+        let tls = tls::Tls::generate().map_err(ApiServerError::Tls)?;
         let state = Arc::new_cyclic(|me| State {
             store: store::Store::new(settings.watch_window),
             settings,
@@ -203,12 +214,15 @@ impl ApiServer {
             watch_faults: WatchFaults::default(),
             overload: std::sync::Mutex::new(None),
             heartbeat: std::sync::Mutex::new(None),
+            in_cluster: (tls_address, tls.ca_pem.clone()),
             me: me.clone(),
         });
         handlers::bootstrap(&state);
         nodes::bootstrap(&state);
         tokio::spawn(nodes::monitor(Arc::downgrade(&state)));
         let router = handlers::router(Arc::clone(&state));
+        let tls_router = router.clone();
+        let tls_task = tokio::spawn(async move { tls.serve(tls_listener, tls_router).await });
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -218,8 +232,18 @@ impl ApiServer {
                 tracing::error!(%error, "api server stopped");
             }
         });
-        tracing::info!(http.address = %address, "api server listening");
-        Ok(Self { address, state, shutdown: Some(shutdown), task })
+        tracing::info!(http.address = %address, https.address = %tls_address, "api server listening");
+        Ok(Self { address, state, shutdown: Some(shutdown), task, tls_task })
+    }
+
+    /// Where in-cluster clients reach the server: `https://127.0.0.1:<port>`.
+    pub fn https_address(&self) -> SocketAddr {
+        self.state.in_cluster.0
+    }
+
+    /// The CA in-cluster clients trust (PEM): the `ca.crt` of service-account tokens.
+    pub fn ca_pem(&self) -> &str {
+        &self.state.in_cluster.1
     }
 
     /// The server's URL, `http://127.0.0.1:<port>`.
@@ -269,6 +293,7 @@ impl ApiServer {
             let _ = shutdown.send(());
         }
         self.task.abort();
+        self.tls_task.abort();
     }
 }
 

@@ -35,6 +35,97 @@ use crate::contract::{NodeError, StreamRequest};
 const LOG_POLL: Duration = Duration::from_millis(25);
 
 /// Defaults the API server (and its default admission plugins) add to a new pod.
+/// Where service-account credentials are mounted in every container.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The ServiceAccount admission plugin's token mount: unless the pod opts out
+/// (`automountServiceAccountToken: false`), a projected volume `kube-api-access-<suffix>` with
+/// the token, the cluster's CA (`kube-root-ca.crt`) and the namespace, mounted read-only at
+/// [`SERVICE_ACCOUNT_DIR`] in every container and init container that does not mount that
+/// path itself. (A ServiceAccount's own `automountServiceAccountToken` is not looked at.)
+pub(crate) fn mount_service_account_token(pod: &mut Pod) {
+    use k8s_openapi::api::core::v1::{
+        ConfigMapProjection, DownwardAPIProjection, DownwardAPIVolumeFile, KeyToPath,
+        ObjectFieldSelector, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
+        VolumeMount, VolumeProjection,
+    };
+    let suffix: String = pod
+        .metadata
+        .uid
+        .as_deref()
+        .unwrap_or("00000")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(5)
+        .collect();
+    let Some(spec) = pod.spec.as_mut() else { return };
+    if spec.automount_service_account_token == Some(false) {
+        return;
+    }
+    let name = format!("kube-api-access-{suffix}");
+    let volume = Volume {
+        name: name.clone(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o644),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        expiration_seconds: Some(3607),
+                        path: "token".to_owned(),
+                        ..ServiceAccountTokenProjection::default()
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".to_owned(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".to_owned(),
+                            path: "ca.crt".to_owned(),
+                            ..KeyToPath::default()
+                        }]),
+                        optional: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".to_owned(),
+                            field_ref: Some(ObjectFieldSelector {
+                                api_version: Some("v1".to_owned()),
+                                field_path: "metadata.namespace".to_owned(),
+                            }),
+                            ..DownwardAPIVolumeFile::default()
+                        }]),
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mut used = false;
+    let containers = spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut());
+    for container in containers {
+        let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+        if mounts.iter().any(|m| m.mount_path.trim_end_matches('/') == SERVICE_ACCOUNT_DIR) {
+            continue;
+        }
+        mounts.push(VolumeMount {
+            name: name.clone(),
+            mount_path: SERVICE_ACCOUNT_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        used = true;
+    }
+    if used {
+        spec.volumes.get_or_insert_with(Vec::new).push(volume);
+    }
+}
+
 pub(crate) fn apply_defaults(pod: &mut Pod, node_name: &str) {
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.node_name = Some(node_name.to_owned());

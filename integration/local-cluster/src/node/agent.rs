@@ -12,8 +12,9 @@
 //!
 //! Deviations from a kubelet, on purpose: only `restartPolicy: Never` (containers are never
 //! restarted); an image already present counts as pulled even under `imagePullPolicy: Always`
-//! (there is no registry to pull from); no probes (a running container is ready); no
-//! service-account tokens; the pod's IP is the node's (host network).
+//! (there is no registry to pull from); no probes (a running container is ready); the
+//! service-account token names the account instead of being signed; the pod's IP is the node's
+//! (host network), so `KUBERNETES_SERVICE_HOST` is the API server's TLS address itself.
 
 use super::link::{Missed, NodeLink};
 use std::{

@@ -189,6 +189,21 @@ pub(crate) fn container_env(
         };
         set(&mut order, &mut values, var.name.clone(), value);
     }
+    // The `kubernetes` Service, as the kubelet adds it to every container (after the
+    // container's own variables, which win).
+    if let Some(service) = cluster.kubernetes_service() {
+        let (host, port) = (service.ip().to_string(), service.port().to_string());
+        for (name, value) in [
+            ("KUBERNETES_SERVICE_HOST", host.clone()),
+            ("KUBERNETES_SERVICE_PORT", port.clone()),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", port.clone()),
+            ("KUBERNETES_PORT", format!("tcp://{service}")),
+        ] {
+            if !values.contains_key(name) {
+                set(&mut order, &mut values, name.to_owned(), value);
+            }
+        }
+    }
     Ok(order
         .into_iter()
         .map(|name| {

@@ -117,6 +117,10 @@ impl ClusterView for Gated {
         self.inner.config_map(namespace, name)
     }
 
+    fn kubernetes_service(&self) -> Option<std::net::SocketAddr> {
+        self.inner.kubernetes_service()
+    }
+
     fn set_pod_status(&self, namespace: &str, name: &str, status: PodStatus) {
         lock(&self.link.statuses).insert(
             (namespace.to_owned(), name.to_owned()),

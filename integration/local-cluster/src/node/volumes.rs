@@ -4,8 +4,9 @@
 //! - `hostPath`: the host path itself, checked or created per `type`;
 //! - `secret`, `configMap`: files written from the object (all keys, or `items`), `defaultMode`
 //!   / item `mode` honoured, `optional` honoured;
-//! - `projected`: `secret` and `configMap` sources (a `serviceAccountToken` source is skipped
-//!   with a warning: there is no token issuer);
+//! - `projected`: `secret`, `configMap`, `downwardAPI` and `serviceAccountToken` sources (the
+//!   token names the service account: there is no token issuer, and the API server does not
+//!   authenticate);
 //! - `downwardAPI`: `fieldRef` items for name, namespace, uid, labels and annotations.
 //!
 //! `fsGroup` makes volume directories and files group-owned by that gid (setgid on directories),
@@ -306,10 +307,22 @@ fn prepare_one(
                     Keys { items: c.items.as_ref(), mode, optional: c.optional == Some(true) };
                 write_object(name, &dir, cluster, ns, Source::ConfigMap, &c.name, keys)?;
             }
-            if source.service_account_token.is_some() {
-                warnings.push(format!(
-                    "volume {name:?}: serviceAccountToken projection is not supported by this node; no token written"
-                ));
+            if let Some(token) = &source.service_account_token {
+                // No token issuer here (the API server does not authenticate): the token names
+                // the service account, which is all a client sends it for.
+                let account = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.as_deref())
+                    .unwrap_or("default");
+                let file = dir.join(&token.path);
+                let text = format!("local-cluster:serviceaccount:{ns}:{account}");
+                fs::write(&file, text).map_err(|e| io_err(name, "write", &file, &e))?;
+                fs::set_permissions(
+                    &file,
+                    fs::Permissions::from_mode(u32::try_from(mode).unwrap_or(0o644)),
+                )
+                .map_err(|e| io_err(name, "chmod", &file, &e))?;
             }
             if let Some(d) = &source.downward_api {
                 write_downward(name, pod, &dir, d.items.iter().flatten(), mode)?;
