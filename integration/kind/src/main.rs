@@ -377,6 +377,28 @@ mod tests {
     }
 
     #[test]
+    fn every_image_the_kind_overlay_and_the_cases_name_is_one_the_suite_loads() {
+        use podrunner_local_cluster::node::images::{BUSYBOX_IMAGE, HELPER_IMAGE};
+        let deployment = std::fs::read_to_string(root().join("deploy/base/deployment.yaml"))
+            .expect("deployment.yaml");
+        assert!(
+            deployment.contains(&format!("image: {RUNNER_IMAGE}\n")),
+            "the Deployment names the image the suite builds as {RUNNER_IMAGE}"
+        );
+        let demo = std::fs::read_to_string(root().join("examples/demo.toml")).expect("demo");
+        for line in
+            demo.lines().filter(|l| l.starts_with("image = ") || l.starts_with("helper_image = "))
+        {
+            let image = line.split('"').nth(1).expect("an image");
+            assert!(
+                [BUSYBOX_IMAGE, HELPER_IMAGE].contains(&image),
+                "{image} is not loaded into kind"
+            );
+        }
+        // (The cases' jobs name BUSYBOX_IMAGE itself.)
+    }
+
+    #[test]
     fn the_cli_parses_and_context_needs_no_cluster_creation() {
         let cli = Cli::try_parse_from(["podrunner-kind-e2e"]).expect("cli");
         assert_eq!(

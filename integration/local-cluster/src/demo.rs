@@ -244,7 +244,7 @@ impl Doubles {
                 continue;
             };
             let mut job = MockJob::new(case.name)
-                .image("localhost/busybox:latest")
+                .image(crate::node::images::BUSYBOX_IMAGE)
                 .variable("GIT_STRATEGY", "none")
                 .failure_reasons(&[
                     "script_failure",
