@@ -656,6 +656,11 @@ impl fmt::Debug for RunningDaemon {
 }
 
 impl RunningDaemon {
+    /// The daemon's metrics (as `/metrics` renders them).
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// Where `/metrics` and `/health` are served.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr

@@ -241,6 +241,7 @@ pub(crate) async fn run_job(
         // Handed over: the executor's work is dropped where it stood (the pod runs on).
         let gitlab_has = log.hand_over(HAND_OVER_SEND_LIMIT).await;
         shared.counters.handed_over.fetch_add(1, Ordering::SeqCst);
+        shared.metrics.jobs_handed_over.get_or_create(&labels).inc();
         shared.metrics.jobs_running.get_or_create(&labels).dec();
         shared.running.remove(runner.name(), job.id);
         info!(trace.offset = gitlab_has, "job handed over to the next runner process");

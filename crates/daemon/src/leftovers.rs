@@ -108,6 +108,8 @@ pub(crate) async fn resume_left_job(
                 trace.offset = from.offset,
                 "resuming a job an earlier runner process left running"
             );
+            let labels = crate::metrics::RunnerLabels { runner: runner.name().to_owned() };
+            shared.metrics.jobs_resumed.get_or_create(&labels).inc();
             let start = crate::job::Start::Resumed { entry: Box::new(entry), from };
             crate::job::run_job(runner, shared, Arc::new(job), slots, guard, start).await;
         }

@@ -107,6 +107,10 @@ pub struct Metrics {
     pub limit: Family<RunnerLabels, Gauge>,
     /// 1 while the runner's executor can run jobs (it requests them), 0 while it cannot.
     pub executor_ready: Family<RunnerLabels, Gauge>,
+    /// Jobs an earlier runner process left running that this one resumed.
+    pub jobs_resumed: Family<RunnerLabels, Counter>,
+    /// Jobs this process handed over to the next one.
+    pub jobs_handed_over: Family<RunnerLabels, Counter>,
 }
 
 impl Metrics {
@@ -124,6 +128,8 @@ impl Metrics {
             concurrent: Gauge::default(),
             limit: Family::default(),
             executor_ready: Family::default(),
+            jobs_resumed: Family::default(),
+            jobs_handed_over: Family::default(),
             registry: Registry::default(),
         };
         registry.register("gitlab_runner_jobs", "Jobs being run", m.jobs_running.clone());
@@ -164,6 +170,16 @@ impl Metrics {
             "podrunner_executor_ready",
             "1 while the runner's executor can run jobs (it requests jobs only then)",
             m.executor_ready.clone(),
+        );
+        registry.register(
+            "podrunner_jobs_resumed",
+            "Jobs an earlier runner process left running, resumed by this one",
+            m.jobs_resumed.clone(),
+        );
+        registry.register(
+            "podrunner_jobs_handed_over",
+            "Jobs handed over to the next runner process",
+            m.jobs_handed_over.clone(),
         );
         Self { registry, ..m }
     }

@@ -942,16 +942,21 @@ async fn a_job_handed_over_at_shutdown_is_resumed_by_the_next_process() {
     assert!(job.wait_trace_contains(b"one\n", WAIT).await);
     daemon.job_hand_over().cancel();
     shutdown.cancel();
+    let metrics = daemon.metrics_handle();
     let report = tokio::time::timeout(Duration::from_secs(2), daemon.wait())
         .await
         .expect("the daemon stops at once, not after the job");
     assert_eq!((report.jobs_handed_over, report.jobs_reported), (1, 0));
+    let rendered = metrics.render();
+    assert!(rendered.contains("podrunner_jobs_handed_over_total{runner=\"r\"} 1"), "{rendered}");
     assert_eq!(job.state(), JobState::Running, "nothing was reported");
     assert!(state.path().join(format!("job-{}.json", job.id())).exists());
     let sim = Arc::new(ShellSim { resumable: true, ..ShellSim::default() });
     let Started { shutdown, daemon, .. } = start_with(Arc::clone(&sim), with_state(&mock)).await;
     assert_eq!(job.wait_finished(WAIT).await, JobState::Success);
     assert_eq!(*sim.resumed_from.lock().expect("lock"), [Some(serde_json::json!({"line": 1}))]);
+    let rendered = daemon.metrics_handle().render();
+    assert!(rendered.contains("podrunner_jobs_resumed_total{runner=\"r\"} 1"), "{rendered}");
     let output = job_output(&job.trace(), "r");
     assert!(
         output.starts_with(
