@@ -1633,3 +1633,46 @@ async fn the_runner_runs_in_the_cluster_as_the_deployments_pod_and_runs_a_job_th
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_left_job_that_cannot_be_resumed_is_cleaned_up_in_the_namespace_its_variables_chose() {
+    use kube::api::PostParams;
+    let Some(mut e2e) = E2e::start(33, "namespace_overwrite_allowed = \"ci-.*\"").await else {
+        return;
+    };
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(e2e.client.clone());
+    let other = serde_json::from_value(serde_json::json!({"metadata": {"name": "ci-other"}}));
+    namespaces.create(&PostParams::default(), &other.expect("ns")).await.expect("namespace");
+    let handle = e2e.mock.enqueue(
+        &no_git()
+            .variable("KUBERNETES_NAMESPACE_OVERWRITE", "ci-other")
+            .script(&["echo started; sleep 300"]),
+    );
+    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
+    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), "ci-other");
+    let job_pod = pods.list(&ListParams::default()).await.expect("list").items[0]
+        .metadata
+        .name
+        .clone()
+        .expect("name");
+    e2e.runner.kill();
+    e2e.runner.wait(Duration::from_secs(10)).await.expect("killed");
+    // A checkpoint that cannot be read: the job cannot be resumed.
+    let state_dir = e2e.config_path.with_file_name(".runner_jobs");
+    let checkpoint = state_dir.join(format!("job-{}.checkpoint", handle.id()));
+    std::fs::write(&checkpoint, "garbage").expect("spoil the checkpoint");
+    e2e.restart_runner();
+    assert_eq!(handle.wait_finished(Duration::from_secs(60)).await, JobState::Failed);
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    let said = format!(
+        "could not resume the job ({}: no header line) and deleted pod ci-other/{job_pod} of job {}",
+        checkpoint.display(),
+        handle.id()
+    );
+    assert!(trace.contains(&said), "{said}\n{trace}");
+    let update = handle.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"));
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}

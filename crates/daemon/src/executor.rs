@@ -66,15 +66,17 @@ pub trait Executor: Send + Sync + 'static {
     }
 
     /// Cleans up after job `job_id` of `runner`, which an earlier runner process left running
-    /// (it was killed): deletes what the job created. `Ok` says what was found and removed, in
-    /// words for the job log (empty: nothing was left); `Err` says why it could not look. By
-    /// default there is nothing to clean up.
+    /// (it was killed): deletes what the job created. `job` is the job as GitLab sent it, when
+    /// the journal kept it (its variables may have moved it elsewhere). `Ok` says what was found
+    /// and removed, in words for the job log (empty: nothing was left); `Err` says why it could
+    /// not look. By default there is nothing to clean up.
     fn clean_up_left_job(
         &self,
         runner: &RunnerContext,
         job_id: u64,
+        job: Option<Arc<Job>>,
     ) -> BoxFuture<'_, Result<Vec<String>, String>> {
-        let _ = (runner, job_id);
+        let _ = (runner, job_id, job);
         Box::pin(async { Ok(Vec::new()) })
     }
 

@@ -118,7 +118,9 @@ pub(crate) async fn resume_left_job(
                 job.status = status.as_deref().unwrap_or("unknown"),
                 "a job left running by an earlier runner process had already ended in GitLab; cleaning up"
             );
-            if let Err(e) = runner.executor().clean_up_left_job(runner.context(), job_id).await {
+            let job = left_job(&entry).map(Arc::new);
+            if let Err(e) = runner.executor().clean_up_left_job(runner.context(), job_id, job).await
+            {
                 warn!(error = %e, "failed to clean up after a job left by an earlier runner process");
             }
             if let Some(journal) = &shared.journal
@@ -134,6 +136,12 @@ pub(crate) async fn resume_left_job(
             shared.running.remove(runner.name(), job_id);
         }
     }
+}
+
+/// The job of a journal entry, when its payload was kept and decodes.
+fn left_job(entry: &JournalEntry) -> Option<Job> {
+    let bytes = serde_json::to_vec(entry.payload.as_ref()?).ok()?;
+    Job::from_payload(&bytes).ok().filter(|job| job.id == entry.job_id)
 }
 
 /// The job and where its log continues.
@@ -212,7 +220,8 @@ async fn end_left_job(
             (report, format!("its final state ({}) and the rest of its log", unreported.state))
         }
         None => {
-            let cleaned = runner.executor().clean_up_left_job(runner.context(), job_id).await;
+            let job = left_job(&entry).map(Arc::new);
+            let cleaned = runner.executor().clean_up_left_job(runner.context(), job_id, job).await;
             let what = match &cleaned {
                 Ok(deleted) if deleted.is_empty() => {
                     "found nothing of the job left to delete".to_owned()

@@ -107,6 +107,7 @@ impl Executor for ShellSim {
         &self,
         _runner: &RunnerContext,
         job_id: u64,
+        _job: Option<Arc<Job>>,
     ) -> BoxFuture<'_, Result<Vec<String>, String>> {
         self.cleaned_up.lock().expect("lock").push(job_id);
         Box::pin(async move { Ok(vec![format!("the sandbox of job {job_id}")]) })

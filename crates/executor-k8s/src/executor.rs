@@ -145,20 +145,38 @@ impl Executor for KubernetesExecutor {
     }
 
     /// Deletes the pods and Secrets of job `job_id` (runner label and job-id annotation) in the
-    /// config's namespace (a `KUBERNETES_NAMESPACE_OVERWRITE` of the job is not known here), or
-    /// with `namespace_per_job` the job's own namespace.
+    /// namespace its pod had: the one the pod builder gives `job` (a
+    /// `KUBERNETES_NAMESPACE_OVERWRITE` included), else the config's; with `namespace_per_job`
+    /// the job's own namespace.
     fn clean_up_left_job(
         &self,
         runner: &RunnerContext,
         job_id: u64,
+        job: Option<Arc<Job>>,
     ) -> BoxFuture<'_, Result<Vec<String>, String>> {
         let runner = runner.clone();
         Box::pin(async move {
             let (cluster, config, k) = self.runner_cluster(&runner).await?;
-            let namespace = if k.raw.namespace_per_job == Some(true) {
-                format!("ci-job-{job_id}")
-            } else {
-                config_namespace(k)
+            let built = job.as_deref().and_then(|job| {
+                let identity =
+                    PodIdentity { name_suffix: pod_name_suffix(job.id), ..PodIdentity::default() };
+                let patch_files = PatchFiles::default();
+                let input = BuildInput {
+                    runner: config,
+                    job,
+                    cluster: ClusterFacts {
+                        kubernetes_minor: cluster.minor(),
+                        ..ClusterFacts::default()
+                    },
+                    identity: &identity,
+                    patch_files: &patch_files,
+                };
+                build_pod(&input).ok()?.pod.metadata.namespace
+            });
+            let namespace = match built {
+                Some(namespace) => namespace,
+                None if k.raw.namespace_per_job == Some(true) => format!("ci-job-{job_id}"),
+                None => config_namespace(k),
             };
             let leftovers = leftovers_of(config, k, namespace, None);
             leftovers.delete(&cluster, Some(job_id), HashSet::new).await
