@@ -699,7 +699,7 @@ impl JobLog {
         options: LogOptions,
     ) -> Self {
         let LogOptions { checkpoints, resume } = options;
-        let resume = resume.unwrap_or_default();
+        let resume = resume.unwrap_or_else(Checkpoint::empty);
         masker.set_in_token(resume.in_token);
         let at = resume.pending.len();
         let state = State {
@@ -708,9 +708,9 @@ impl JobLog {
             base: resume.offset,
             base_crc: resume.crc,
             sent: 0,
-            mark: resume.position.map(|position| Mark {
+            mark: (!resume.position.is_null()).then(|| Mark {
                 at,
-                position,
+                position: resume.position.clone(),
                 in_token: resume.in_token,
                 truncated: resume.truncated,
             }),
@@ -973,8 +973,8 @@ pub type CheckpointSink = Arc<dyn Fn(&Checkpoint) -> std::result::Result<(), Str
 pub struct LogOptions {
     /// Where each checkpoint is saved before the trace up to it is sent.
     pub checkpoints: Option<CheckpointSink>,
-    /// Where the trace continues (a resumed job).
-    pub resume: Option<ResumeFrom>,
+    /// Where the trace continues (a resumed job): a checkpoint rebased at GitLab's end.
+    pub resume: Option<Checkpoint>,
 }
 
 impl fmt::Debug for LogOptions {
@@ -986,7 +986,8 @@ impl fmt::Debug for LogOptions {
     }
 }
 
-/// A mark of the job log as saved: the trace GitLab may have up to it, and the position.
+/// A mark of the job log as saved: the trace GitLab may have up to it, and the position. A
+/// log resumes from one rebased at GitLab's end ([`Checkpoint::resume_at`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// Where `pending` starts in GitLab's trace (what GitLab had acknowledged).
@@ -1001,7 +1002,7 @@ pub struct Checkpoint {
     pub truncated: bool,
     /// The trace up to the mark ends a line (or is empty).
     pub line_start: bool,
-    /// Where the job stood at the mark (see [`LogWriter::mark`]).
+    /// Where the job stood at the mark (see [`LogWriter::mark`]); `null` before any mark.
     pub position: serde_json::Value,
 }
 
@@ -1019,13 +1020,26 @@ pub struct StaleCheckpoint {
 }
 
 impl Checkpoint {
-    /// Where a resumed log continues when GitLab's trace ends at `gitlab_end`: the rest of
-    /// `pending` is sent first.
+    /// The start of a log: nothing sent, no mark.
+    pub fn empty() -> Self {
+        Self {
+            offset: 0,
+            crc: 0,
+            pending: Vec::new(),
+            in_token: false,
+            truncated: false,
+            line_start: true,
+            position: serde_json::Value::Null,
+        }
+    }
+
+    /// This checkpoint rebased where GitLab's trace ends (`gitlab_end`): what a resumed log
+    /// starts from, the rest of `pending` sent first.
     ///
     /// # Errors
     ///
     /// [`StaleCheckpoint`] when `gitlab_end` is before `offset` or after the mark.
-    pub fn resume_at(&self, gitlab_end: u64) -> std::result::Result<ResumeFrom, StaleCheckpoint> {
+    pub fn resume_at(&self, gitlab_end: u64) -> std::result::Result<Checkpoint, StaleCheckpoint> {
         let to = self.offset + self.pending.len() as u64;
         let stale = StaleCheckpoint { gitlab: gitlab_end, from: self.offset, to };
         let have = usize::try_from(gitlab_end.checked_sub(self.offset).ok_or(stale.clone())?)
@@ -1033,35 +1047,16 @@ impl Checkpoint {
         let Some(acknowledged) = self.pending.get(..have) else { return Err(stale) };
         let mut hasher = crc32fast::Hasher::new_with_initial_len(self.crc, self.offset);
         hasher.update(acknowledged);
-        Ok(ResumeFrom {
+        Ok(Checkpoint {
             offset: gitlab_end,
             crc: hasher.finalize(),
             pending: self.pending[have..].to_vec(),
             in_token: self.in_token,
             truncated: self.truncated,
             line_start: self.line_start,
-            position: Some(self.position.clone()),
+            position: self.position.clone(),
         })
     }
-}
-
-/// Where a resumed job log continues.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResumeFrom {
-    /// Where GitLab's trace ends.
-    pub offset: u64,
-    /// CRC-32 of GitLab's trace.
-    pub crc: u32,
-    /// Trace bytes after `offset` to send first.
-    pub pending: Vec<u8>,
-    /// The masker continues inside a prefixed token.
-    pub in_token: bool,
-    /// The trace was cut at `output_limit`.
-    pub truncated: bool,
-    /// The trace up to the resume point ends a line (or is empty).
-    pub line_start: bool,
-    /// The position the log resumes at (its first mark).
-    pub position: Option<serde_json::Value>,
 }
 
 /// Where GitLab's trace of `job` ends, asked with a patch no trace reaches (its `416` says).

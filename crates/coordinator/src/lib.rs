@@ -14,7 +14,7 @@ pub use client::{
 pub use error::{Endpoint, Error, Result};
 pub use joblog::{
     Checkpoint, CheckpointSink, FinishReport, JobCancel, JobLog, JobLogConfig, LeftReport,
-    LogOptions, LogWriter, ResumeFrom, Section, StaleCheckpoint, report_left_job, trace_end,
+    LogOptions, LogWriter, Section, StaleCheckpoint, report_left_job, trace_end,
 };
 pub use mask::Masker;
 pub use outcome::{FailureReason, JobOutcome};

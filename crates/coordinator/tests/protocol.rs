@@ -581,7 +581,7 @@ async fn a_log_resumed_from_a_checkpoint_continues_gitlabs_trace_and_its_checksu
     assert_eq!((stale.gitlab, stale.from, stale.to), (124, 0, 30));
     let resume = with_tail.resume_at(end).expect("resume");
     assert_eq!(resume.pending, b" tail\n");
-    assert_eq!(resume.position, Some(json!({"offset": 19})));
+    assert_eq!(resume.position, json!({"offset": 19}));
     let options = LogOptions { checkpoints: None, resume: Some(resume) };
     let log = JobLog::start_journaled(c, &job, fast_log(), options);
     log.writer().write(b"def more kkkkkkkk\n");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use podrunner_coordinator::{
-    CheckpointSink, FailureReason, Job, JobLog, JobOutcome, LogOptions, ResumeFrom,
+    Checkpoint, CheckpointSink, FailureReason, Job, JobLog, JobOutcome, LogOptions,
 };
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
@@ -46,7 +46,7 @@ pub(crate) enum Start {
     /// Received from GitLab now.
     Received,
     /// Left running by an earlier process (its journal entry), continued from `from`.
-    Resumed { entry: Box<JournalEntry>, from: ResumeFrom },
+    Resumed { entry: Box<JournalEntry>, from: Checkpoint },
 }
 
 /// Where a resumed job stood, from its log's newest saved mark.
@@ -133,7 +133,7 @@ pub(crate) async fn run_job(
             (entry, LogOptions { checkpoints, resume: None }, None, None)
         }
         Start::Resumed { mut entry, from } => {
-            let resume = Resume::of(from.position.as_ref());
+            let resume = Resume::of(Some(&from.position).filter(|p| !p.is_null()));
             let left_by = (entry.pid, from.offset, from.line_start);
             entry.pid = std::process::id();
             (*entry, LogOptions { checkpoints, resume: Some(from) }, Some(resume), Some(left_by))

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use podrunner_coordinator::{
-    Error as CoordinatorError, FailureReason, Job, JobCredentials, JobState, JobUpdate, LeftReport,
-    ResumeFrom, report_left_job, trace_end,
+    Checkpoint, Error as CoordinatorError, FailureReason, Job, JobCredentials, JobState, JobUpdate,
+    LeftReport, report_left_job, trace_end,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -149,7 +149,7 @@ async fn resume_point(
     runner: &Runner,
     shared: &Shared,
     entry: &JournalEntry,
-) -> Result<(Job, ResumeFrom), NotResumed> {
+) -> Result<(Job, Checkpoint), NotResumed> {
     let cannot = |why: String| NotResumed::Cannot(why);
     let payload =
         entry.payload.as_ref().ok_or_else(|| cannot("its payload was not saved".to_owned()))?;
@@ -187,7 +187,7 @@ async fn resume_point(
         Some(checkpoint) => checkpoint
             .resume_at(end)
             .map_err(|e| cannot(format!("its log cannot be continued: {e}"))),
-        None if end == 0 => Ok(ResumeFrom::default()),
+        None if end == 0 => Ok(Checkpoint::empty()),
         None => Err(cannot(format!(
             "GitLab has {end} bytes of its log, and no checkpoint of it was saved"
         ))),
