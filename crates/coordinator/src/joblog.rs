@@ -226,6 +226,10 @@ struct State {
     sink_failed: bool,
     /// Whether GitLab's trace before `trace[0]` ends a line (or is empty).
     base_line_start: bool,
+    /// CRC-32 of GitLab's trace up to `trace[..crc_upto]`: the trace only grows, so the next
+    /// checksum hashes only what came since.
+    crc_value: u32,
+    crc_upto: usize,
     truncated: bool,
     closed: bool,
     /// The server said 403/404 to a patch: stop sending.
@@ -337,15 +341,20 @@ enum SendStep {
     Gone(Option<RemoteJobStatus>),
 }
 
-/// CRC-32 of GitLab's trace up to `trace[..upto]`.
-fn crc_through(state: &State, upto: usize) -> u32 {
-    let mut hasher = crc32fast::Hasher::new_with_initial_len(state.base_crc, state.base);
-    hasher.update(&state.trace[..upto]);
-    hasher.finalize()
+/// CRC-32 of GitLab's trace up to `trace[..upto]`, extending the one computed last.
+fn crc_through(state: &mut State, upto: usize) -> u32 {
+    if upto < state.crc_upto {
+        (state.crc_value, state.crc_upto) = (state.base_crc, 0);
+    }
+    let done = state.base + state.crc_upto as u64;
+    let mut hasher = crc32fast::Hasher::new_with_initial_len(state.crc_value, done);
+    hasher.update(&state.trace[state.crc_upto..upto]);
+    (state.crc_value, state.crc_upto) = (hasher.finalize(), upto);
+    state.crc_value
 }
 
 /// The checksum of the final update over GitLab's trace up to `trace[..upto]`.
-fn checksum_of(state: &State, upto: usize) -> TraceOutput {
+fn checksum_of(state: &mut State, upto: usize) -> TraceOutput {
     TraceOutput {
         checksum: format!("crc32:{:08x}", crc_through(state, upto)),
         bytesize: state.base + upto as u64,
@@ -357,15 +366,17 @@ fn checksum_of(state: &State, upto: usize) -> TraceOutput {
 fn save_checkpoint(shared: &Shared) -> usize {
     let Some(sink) = &shared.checkpoints else { return shared.lock().trace.len() };
     let (at, checkpoint) = {
-        let state = shared.lock();
+        let mut state = shared.lock();
         // Once closed, only the final flush follows the last mark: everything is sent.
         let sendable = if state.closed { state.trace.len() } else { state.saved };
-        match &state.mark {
-            Some(mark) if mark.at > state.saved => {
-                let sent = state.sent.min(mark.at);
+        match state.mark.as_ref().map(|m| m.at) {
+            Some(at) if at > state.saved => {
+                let sent = state.sent.min(at);
+                let crc = crc_through(&mut state, sent);
+                let Some(mark) = &state.mark else { return sendable };
                 let checkpoint = Checkpoint {
                     offset: state.base + sent as u64,
-                    crc: crc_through(&state, sent),
+                    crc,
                     pending: state.trace[sent..mark.at].to_vec(),
                     in_token: mark.in_token,
                     truncated: mark.truncated,
@@ -457,8 +468,9 @@ async fn send_once(shared: &Shared, client: &Client) -> SendStep {
 
 async fn touch(shared: &Shared, client: &Client) {
     let output = {
-        let state = shared.lock();
-        checksum_of(&state, state.sent)
+        let mut state = shared.lock();
+        let sent = state.sent;
+        checksum_of(&mut state, sent)
     };
     let update = JobUpdate {
         state: JobState::Running,
@@ -717,6 +729,8 @@ impl JobLog {
             saved: at,
             sink_failed: false,
             base_line_start: resume.line_start || resume.offset == 0,
+            crc_value: resume.crc,
+            crc_upto: 0,
             truncated: resume.truncated,
             closed: false,
             gone: false,
@@ -868,8 +882,9 @@ impl JobLog {
         loop {
             self.drain(&mut failures, &mut backoff).await?;
             let (output, truncated) = {
-                let state = self.shared.lock();
-                (checksum_of(&state, state.sent), state.truncated)
+                let mut state = self.shared.lock();
+                let sent = state.sent;
+                (checksum_of(&mut state, sent), state.truncated)
             };
             let update = JobUpdate {
                 state: outcome.state(),

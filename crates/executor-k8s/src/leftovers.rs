@@ -53,8 +53,7 @@ impl Leftovers {
         let doomed = |meta: &ObjectMeta| {
             job_id(meta).filter(|id| only.is_none_or(|o| o == *id) && !running.contains(id))
         };
-        let mut deleted = Vec::new();
-        let mut failures = Vec::new();
+        let mut deletions = Deletions::default();
         let pod_params =
             DeleteParams { grace_period_seconds: self.grace, ..DeleteParams::background() };
         for pod in listed_pods.items {
@@ -68,31 +67,15 @@ impl Leftovers {
                 phase.as_deref().unwrap_or("Pending"),
                 node.map(|n| format!(" on node {n}")).unwrap_or_default()
             );
-            match pods.delete(&name, &pod_params).await {
-                Ok(_) => deleted.push(what),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => failures.push(format!("{what}: {e}")),
-            }
+            deletions.record(pods.delete(&name, &pod_params).await, what);
         }
         for secret in listed_secrets.items {
             let Some(id) = doomed(&secret.metadata) else { continue };
             let name = secret.metadata.name.clone().unwrap_or_default();
             let what = format!("secret {}/{name} of job {id}", self.namespace);
-            match secrets.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => deleted.push(what),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => failures.push(format!("{what}: {e}")),
-            }
+            deletions.record(secrets.delete(&name, &DeleteParams::default()).await, what);
         }
-        if failures.is_empty() {
-            Ok(deleted)
-        } else {
-            Err(format!(
-                "deleted {}; failed to delete {}",
-                if deleted.is_empty() { "nothing".to_owned() } else { deleted.join(", ") },
-                failures.join(", ")
-            ))
-        }
+        deletions.outcome()
     }
 
     /// [`Leftovers::delete`] for jobs with their own namespaces.
@@ -109,8 +92,7 @@ impl Leftovers {
             .await
             .map_err(|e| format!("failed to list the jobs' namespaces ({}): {e}", self.selector))?;
         let running = running();
-        let mut deleted = Vec::new();
-        let mut failures = Vec::new();
+        let mut deletions = Deletions::default();
         for namespace in listed.items {
             let Some(id) = job_id(&namespace.metadata)
                 .filter(|id| only.is_none_or(|o| o == *id) && !running.contains(id))
@@ -122,21 +104,41 @@ impl Leftovers {
             }
             let name = namespace.metadata.name.clone().unwrap_or_default();
             let what = format!("namespace {name} of job {id} (and everything in it)");
-            match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => deleted.push(what),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => failures.push(format!("{what}: {e}")),
-            }
+            deletions.record(api.delete(&name, &DeleteParams::background()).await, what);
         }
-        if failures.is_empty() {
-            Ok(deleted)
-        } else {
-            Err(format!("failed to delete {}", failures.join(", ")))
-        }
+        deletions.outcome()
     }
 
     fn failed(&self, what: &str, e: &kube::Error) -> String {
         format!("failed to {what} in namespace {} ({}): {e}", self.namespace, self.selector)
+    }
+}
+
+/// What a clean-up deleted and failed to delete, each described for the logs.
+#[derive(Default)]
+struct Deletions {
+    deleted: Vec<String>,
+    failures: Vec<String>,
+}
+
+impl Deletions {
+    /// Records the answer to the deletion of `what` (a 404: it was gone already).
+    fn record<T>(&mut self, result: Result<T, kube::Error>, what: String) {
+        match result {
+            Ok(_) => self.deleted.push(what),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => self.failures.push(format!("{what}: {e}")),
+        }
+    }
+
+    /// What was deleted, or an error naming what was and what failed.
+    fn outcome(self) -> Result<Vec<String>, String> {
+        if self.failures.is_empty() {
+            return Ok(self.deleted);
+        }
+        let deleted =
+            if self.deleted.is_empty() { "nothing".to_owned() } else { self.deleted.join(", ") };
+        Err(format!("deleted {deleted}; failed to delete {}", self.failures.join(", ")))
     }
 }
 
