@@ -118,7 +118,7 @@ pub(crate) async fn resume_left_job(
                 job.status = status.as_deref().unwrap_or("unknown"),
                 "a job left running by an earlier runner process had already ended in GitLab; cleaning up"
             );
-            let job = left_job(&entry).map(Arc::new);
+            let job = left_job(&entry).ok().map(Arc::new);
             if let Err(e) = runner.executor().clean_up_left_job(runner.context(), job_id, job).await
             {
                 warn!(error = %e, "failed to clean up after a job left by an earlier runner process");
@@ -138,10 +138,16 @@ pub(crate) async fn resume_left_job(
     }
 }
 
-/// The job of a journal entry, when its payload was kept and decodes.
-fn left_job(entry: &JournalEntry) -> Option<Job> {
-    let bytes = serde_json::to_vec(entry.payload.as_ref()?).ok()?;
-    Job::from_payload(&bytes).ok().filter(|job| job.id == entry.job_id)
+/// The job of a journal entry, from the payload it kept; `Err` says why there is none.
+fn left_job(entry: &JournalEntry) -> Result<Job, String> {
+    let payload = entry.payload.as_ref().ok_or_else(|| "its payload was not saved".to_owned())?;
+    let bytes = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
+    let job = Job::from_payload(&bytes)
+        .map_err(|(path, e)| format!("its saved payload does not decode at {path}: {e}"))?;
+    if job.id != entry.job_id {
+        return Err(format!("its saved payload is of job {}", job.id));
+    }
+    Ok(job)
 }
 
 /// The job and where its log continues.
@@ -151,14 +157,7 @@ async fn resume_point(
     entry: &JournalEntry,
 ) -> Result<(Job, Checkpoint), NotResumed> {
     let cannot = |why: String| NotResumed::Cannot(why);
-    let payload =
-        entry.payload.as_ref().ok_or_else(|| cannot("its payload was not saved".to_owned()))?;
-    let bytes = serde_json::to_vec(payload).map_err(|e| cannot(e.to_string()))?;
-    let job = Job::from_payload(&bytes)
-        .map_err(|(path, e)| cannot(format!("its saved payload does not decode at {path}: {e}")))?;
-    if job.id != entry.job_id {
-        return Err(cannot(format!("its saved payload is of job {}", job.id)));
-    }
+    let job = left_job(entry).map_err(cannot)?;
     let credentials = JobCredentials { id: entry.job_id, token: entry.job_token.clone() };
     let mut delay = Duration::from_millis(500);
     let mut attempt = 0;
@@ -220,7 +219,7 @@ async fn end_left_job(
             (report, format!("its final state ({}) and the rest of its log", unreported.state))
         }
         None => {
-            let job = left_job(&entry).map(Arc::new);
+            let job = left_job(&entry).ok().map(Arc::new);
             let cleaned = runner.executor().clean_up_left_job(runner.context(), job_id, job).await;
             let what = match &cleaned {
                 Ok(deleted) if deleted.is_empty() => {
