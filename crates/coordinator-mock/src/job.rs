@@ -218,6 +218,7 @@ pub struct MockJob {
     credentials: Vec<Value>,
     git: Option<(String, String, String)>,
     extra: Vec<(String, Value)>,
+    pub(crate) dependencies: Vec<(u64, String)>,
 }
 
 /// The `failure_reasons` GitLab announces by default in this mock.
@@ -254,6 +255,7 @@ impl MockJob {
             credentials: Vec::new(),
             git: None,
             extra: Vec::new(),
+            dependencies: Vec::new(),
         }
     }
 
@@ -378,6 +380,15 @@ impl MockJob {
         self.credentials.push(
             json!({ "type": "registry", "url": url, "username": username, "password": password }),
         );
+        self
+    }
+
+    /// Depends on the artifacts of the job `id` (named `name`): the payload's `dependencies`
+    /// lists it with its archive's name and size as the mock holds them when the job is
+    /// queued, and this job's token, which may read it.
+    #[must_use]
+    pub fn depends_on(mut self, id: u64, name: &str) -> Self {
+        self.dependencies.push((id, name.to_owned()));
         self
     }
 

@@ -14,6 +14,7 @@
 //! The server runs HTTP/1.1 without keep-alive, so switching it down refuses new connections at
 //! once.
 
+mod artifacts;
 mod job;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -27,7 +28,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post, put};
+use axum::routing::{get, patch, post, put};
 use http::{HeaderMap, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -36,6 +37,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use artifacts::StoredArtifact;
 pub use job::{DEFAULT_FAILURE_REASONS, JobHandle, JobState, MockJob, PatchRecord, UpdateRecord};
 
 /// One HTTP request the mock saw (after the down switch let it through).
@@ -85,6 +87,7 @@ struct Data {
     update_interval_header: Option<u64>,
     fail_next: u32,
     fail_status: u16,
+    artifacts: artifacts::ArtifactStore,
 }
 
 struct Inner {
@@ -217,6 +220,13 @@ impl MockCoordinator {
             .route("/api/v4/jobs/request", post(request_job))
             .route("/api/v4/jobs/{id}/trace", patch(patch_trace))
             .route("/api/v4/jobs/{id}", put(update_job))
+            .route(
+                "/api/v4/jobs/{id}/artifacts",
+                post(artifacts::upload)
+                    .get(artifacts::download)
+                    .layer(axum::extract::DefaultBodyLimit::disable()),
+            )
+            .route("/object-storage/artifacts/{id}/{name}", get(artifacts::object_storage))
             .layer(middleware::from_fn_with_state(Arc::clone(&inner), record_and_fail))
             .with_state(Arc::clone(&inner));
         let listener = bind_reuse(SocketAddr::new(ip, 0))
@@ -247,10 +257,25 @@ impl MockCoordinator {
         d.next_id += 1;
         let id = d.next_id;
         let token = format!("glcbt-64_mockjobtoken{id}xyz");
+        let mut payload = job.payload(id, &token);
+        if !job.dependencies.is_empty() {
+            let dependencies: Vec<Value> = job
+                .dependencies
+                .iter()
+                .map(|(dep, name)| {
+                    let file = d
+                        .artifacts
+                        .archive(*dep)
+                        .map(|a| json!({ "filename": a.file_name, "size": a.body.len() }));
+                    json!({ "id": dep, "token": token, "name": name, "artifacts_file": file })
+                })
+                .collect();
+            payload["dependencies"] = Value::Array(dependencies);
+        }
         let handle = JobHandle {
             data: Arc::new(Mutex::new(job::JobData {
                 id,
-                payload: job.payload(id, &token),
+                payload,
                 token,
                 state: JobState::Pending,
                 trace: Vec::new(),
@@ -289,6 +314,36 @@ impl MockCoordinator {
         let mut d = self.inner.lock();
         d.fail_next = n;
         d.fail_status = status;
+    }
+
+    /// Every artifact uploaded, in order.
+    pub fn artifacts(&self) -> Vec<StoredArtifact> {
+        self.inner.lock().artifacts.stored.clone()
+    }
+
+    /// How many artifact uploads arrived (answered or not).
+    pub fn artifact_upload_attempts(&self) -> u32 {
+        self.inner.lock().artifacts.upload_attempts
+    }
+
+    /// Answers the next artifact uploads with these statuses (e.g. `[500]`), in order.
+    pub fn fail_next_artifact_uploads(&self, statuses: &[u16]) {
+        self.inner.lock().artifacts.upload_faults.extend(statuses.iter().copied());
+    }
+
+    /// Answers uploads larger than `bytes` with 413, as GitLab's maximum artifacts size does.
+    pub fn set_max_artifact_size(&self, bytes: Option<u64>) {
+        self.inner.lock().artifacts.max_size = bytes;
+    }
+
+    /// Serves downloads by a 302 to object storage (a presigned URL on this server).
+    pub fn redirect_artifact_downloads(&self, redirect: bool) {
+        self.inner.lock().artifacts.redirect_downloads = redirect;
+    }
+
+    /// Expires the artifacts of job `id`: downloads answer 404 from now on.
+    pub fn expire_artifacts(&self, id: u64) {
+        self.inner.lock().artifacts.expired.insert(id);
     }
 
     /// Down (connections refused) or up.

@@ -265,6 +265,9 @@ impl From<&Job> for JobCredentials {
 
 struct Inner {
     http: reqwest::Client,
+    /// For artifacts: no overall timeout (each request sets its own) and no automatic
+    /// redirects (a download's redirect is followed without the job token).
+    artifacts_http: reqwest::Client,
     base: Url,
     token: SecretString,
     system_id: String,
@@ -352,6 +355,12 @@ impl Client {
             .connect_timeout(config.connect_timeout)
             .build()
             .map_err(|source| Error::HttpClient { source })?;
+        let artifacts_http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config(config.tls_ca_pem.as_deref())?)
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|source| Error::HttpClient { source })?;
         let info = &config.info;
         let user_agent = format!(
             "gitlab-runner {} (podrunner; rust; {}/{})",
@@ -362,6 +371,7 @@ impl Client {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
+                artifacts_http,
                 base,
                 token: config.token,
                 system_id: config.system_id,
@@ -384,6 +394,30 @@ impl Client {
 
     fn url(&self, path: &str) -> Url {
         self.inner.base.join(path).expect("invariant: relative api paths always join")
+    }
+
+    pub(crate) fn api_url(&self, path: &str) -> Url {
+        self.url(path)
+    }
+
+    pub(crate) fn artifacts_http(&self) -> &reqwest::Client {
+        &self.inner.artifacts_http
+    }
+
+    pub(crate) fn user_agent(&self) -> &str {
+        &self.inner.user_agent
+    }
+
+    pub(crate) fn observe(
+        &self,
+        endpoint: Endpoint,
+        result: &reqwest::Result<reqwest::Response>,
+        elapsed: Duration,
+    ) {
+        if let Some(observer) = &self.inner.observer {
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            observer.observe(endpoint, status, elapsed);
+        }
     }
 
     fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {

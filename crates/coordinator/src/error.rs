@@ -14,6 +14,10 @@ pub enum Endpoint {
     PatchTrace,
     /// `PUT /api/v4/jobs/:id`.
     UpdateJob,
+    /// `POST /api/v4/jobs/:id/artifacts`.
+    UploadArtifacts,
+    /// `GET /api/v4/jobs/:id/artifacts` (and its redirect).
+    DownloadArtifacts,
 }
 
 impl Endpoint {
@@ -24,6 +28,8 @@ impl Endpoint {
             Self::RequestJob => "request_job",
             Self::PatchTrace => "patch_trace",
             Self::UpdateJob => "update_job",
+            Self::UploadArtifacts => "upload_artifacts",
+            Self::DownloadArtifacts => "download_artifacts",
         }
     }
 }

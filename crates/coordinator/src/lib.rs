@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod artifacts;
 pub mod client;
 pub mod error;
 pub mod joblog;
@@ -7,6 +8,7 @@ pub mod mask;
 pub mod outcome;
 pub mod wire;
 
+pub use artifacts::{ArtifactError, ArtifactUpload, Attempt, Downloaded};
 pub use client::{
     ApiObserver, Client, ClientConfig, JobCredentials, JobRequestResult, PatchOutcome,
     RemoteJobStatus, Response, ServerHints, UpdateOutcome, Verification, generate_system_id,
