@@ -39,7 +39,7 @@ fn the_runner_pod_meets_pod_security_restricted() {
 }
 
 #[test]
-fn the_state_directory_is_writable_and_the_config_is_a_read_only_secret() {
+fn the_state_and_temporary_directories_are_writable_and_the_config_is_a_read_only_secret() {
     let deployment = yaml("deployment.yaml");
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
@@ -68,6 +68,10 @@ fn the_state_directory_is_writable_and_the_config_is_a_read_only_secret() {
     let state_mount = mount_of(state);
     assert!(state_mount["readOnly"].is_null() || state_mount["readOnly"] == false);
     assert!(volume_of(&state_mount["name"]).is_some_and(|v| !v["emptyDir"].is_null()));
+    // Artifact archives pass through the temporary directory: writable on a read-only root.
+    let tmp_mount = mount_of("/tmp/artifact.zip");
+    assert!(tmp_mount["readOnly"].is_null() || tmp_mount["readOnly"] == false);
+    assert!(volume_of(&tmp_mount["name"]).is_some_and(|v| !v["emptyDir"].is_null()));
     let kustomization = yaml("kustomization.yaml");
     assert_eq!(kustomization["secretGenerator"][0]["name"], "podrunner-config");
 }

@@ -362,10 +362,14 @@ async fn exit_3_is_reported_with_after_script_and_masked_values_never_reach_the_
         );
     let (job, trace) = e2e.run(job).await;
     assert_eq!(job.state(), JobState::Failed, "{trace}");
+    // `when: always` uploads from a failed job; a path that matched nothing is a warning.
+    assert!(trace.contains("upload_artifacts_on_failure"), "{trace}");
     assert!(
-        trace.contains("WARNING: this runner does not upload artifacts yet: the job's artifacts (archive [\"out/\"]) are not uploaded"),
-        "said, not skipped in silence: {trace}"
+        trace.contains("WARNING: out/: no matching files. Ensure that the artifact path is relative to the working directory (/builds/group/demo)"),
+        "{trace}"
     );
+    assert!(trace.contains("ERROR: No files to upload"), "{trace}");
+    assert!(e2e.mock.artifacts().is_empty());
     assert!(!trace.contains("s3cr3t-v4lu3-abc"), "{trace}");
     assert!(trace.contains("secret is [MASKED]\n"), "{trace}");
     assert!(trace.contains("file content\n"), "{trace}");
@@ -1673,6 +1677,215 @@ async fn a_left_job_that_cannot_be_resumed_is_cleaned_up_in_the_namespace_its_va
     assert!(trace.contains(&said), "{said}\n{trace}");
     let update = handle.final_update().expect("final update");
     assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"));
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+/// The entries of a zip the GitLab double received: name, unix mode, content (a symlink's
+/// target).
+fn zip_entries(bytes: &[u8]) -> Vec<(String, u32, String)> {
+    use std::io::Read as _;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).expect("a zip");
+    (0..archive.len())
+        .map(|i| {
+            let mut file = archive.by_index(i).expect("entry");
+            let name = file.name().expect("name").into_owned();
+            let mode = file.unix_mode().unwrap_or(0);
+            let mut content = String::new();
+            file.read_to_string(&mut content).expect("content");
+            (name, mode, content)
+        })
+        .collect()
+}
+
+/// A job that makes the feature request's tree: a nested directory, a file with spaces in its
+/// name, a file its artifacts exclude, a symlink, and a junit report.
+fn job_with_artifacts(name: &str) -> MockJob {
+    MockJob::new(name)
+        .image("localhost/busybox:latest")
+        .variable("GIT_STRATEGY", "none")
+        .script(&[
+            "mkdir -p out/nested/deep",
+            "echo top > 'out/with space.txt'",
+            "echo deep > out/nested/deep/file.txt",
+            "echo skip > out/skip.log",
+            "ln -s 'with space.txt' out/link",
+            "echo '<testsuites><testsuite name=\"t\" tests=\"1\"/></testsuites>' > report.xml",
+        ])
+        .extra(
+            "artifacts",
+            serde_json::json!([
+                {"name": "build-out", "paths": ["out/"], "exclude": ["out/*.log"], "when": "on_success",
+                 "artifact_type": "archive", "artifact_format": "zip", "expire_in": "1 week"},
+                {"name": "junit", "paths": ["report.xml"], "when": "always",
+                 "artifact_type": "junit", "artifact_format": "gzip", "expire_in": "1 week"},
+            ]),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_of_one_job_reach_gitlab_and_the_next_job_reads_them_through_object_storage() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let (a, trace) = e2e.run(job_with_artifacts("a")).await;
+    assert_eq!(a.state(), JobState::Success, "{trace}");
+    for needle in [
+        "section_start:",
+        "upload_artifacts_on_success",
+        "Uploading artifacts for successful job",
+        "Uploading artifacts...",
+        "out/: found 6 matching artifact files and directories",
+        "out/*.log: excluded 1 files",
+        "report.xml: found 1 matching artifact files and directories",
+        "Collected 2 files, 3 directories, 1 symbolic links",
+        "Uploading artifacts as \"archive\" to coordinator... 201 Created",
+        "Uploading artifacts as \"junit\" to coordinator... 201 Created",
+        "Uploaded build-out.zip",
+    ] {
+        assert!(trace.contains(needle), "{needle:?} missing from the log:\n{trace}");
+    }
+    let stored = e2e.mock.artifacts();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let archive = &stored[0];
+    assert_eq!(
+        (
+            archive.file_name.as_str(),
+            archive.artifact_type.as_str(),
+            archive.artifact_format.as_str()
+        ),
+        ("build-out.zip", "archive", "zip")
+    );
+    assert_eq!(archive.expire_in.as_deref(), Some("1 week"));
+    let entries = zip_entries(&archive.body);
+    let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "out/",
+            "out/link",
+            "out/nested/",
+            "out/nested/deep/",
+            "out/nested/deep/file.txt",
+            "out/with space.txt"
+        ],
+        "the excluded file is not in the archive"
+    );
+    let link = entries.iter().find(|(n, _, _)| n == "out/link").expect("link");
+    assert_eq!(link.1 & 0o170_000, 0o120_000, "a symlink stays a symlink");
+    assert_eq!(link.2, "with space.txt");
+    let spaced = entries.iter().find(|(n, _, _)| n == "out/with space.txt").expect("file");
+    assert_eq!(spaced.2, "top\n");
+    let junit = &stored[1];
+    assert_eq!(
+        (junit.file_name.as_str(), junit.artifact_type.as_str(), junit.artifact_format.as_str()),
+        ("junit.gz", "junit", "gzip")
+    );
+    let mut report = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&junit.body[..]), &mut report)
+        .expect("gzip");
+    assert!(report.contains("<testsuite name=\"t\""), "{report}");
+
+    e2e.mock.redirect_artifact_downloads(true);
+    let b = no_git().depends_on(a.id(), "a").script(&[
+        "cat 'out/with space.txt'",
+        "cat out/nested/deep/file.txt",
+        "echo \"link -> $(readlink out/link)\"",
+        "test ! -e out/skip.log && echo no-excluded-file",
+    ]);
+    let (b, trace) = e2e.run(b).await;
+    assert_eq!(b.state(), JobState::Success, "{trace}");
+    for needle in [
+        "Downloading artifacts",
+        &format!("Downloading artifacts for a ({})...", a.id()),
+        "Downloading artifacts from coordinator... ok",
+        "host=127.0.0.1",
+        "Extracted 2 files, 3 directories, 1 symbolic links",
+        "top\n",
+        "deep\n",
+        "link -> with space.txt\n",
+        "no-excluded-file\n",
+    ] {
+        assert!(trace.contains(needle), "{needle:?} missing from the log:\n{trace}");
+    }
+    let storage =
+        e2e.mock.requests().into_iter().filter(|r| r.path.starts_with("/object-storage/"));
+    assert!(storage.clone().count() >= 1);
+    assert!(
+        storage.into_iter().all(|r| r.job_token_header.is_none()),
+        "no job token to object storage"
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_413_fails_the_job_a_500_is_retried_and_an_expired_dependency_fails_before_the_script() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    e2e.mock.fail_next_artifact_uploads(&[500]);
+    let (retried, trace) = e2e.run(job_with_artifacts("retried")).await;
+    assert_eq!(retried.state(), JobState::Success, "{trace}");
+    assert!(
+        trace.contains("WARNING: Uploading artifacts as \"archive\" to coordinator... 500 Internal Server Error"),
+        "{trace}"
+    );
+    assert!(trace.contains("(attempt 1 of 3; retrying in 1s)"), "{trace}");
+    assert_eq!(e2e.mock.artifacts().len(), 2);
+
+    e2e.mock.set_max_artifact_size(Some(100));
+    let (large, trace) = e2e.run(job_with_artifacts("large")).await;
+    assert_eq!(large.state(), JobState::Failed, "{trace}");
+    assert!(
+        trace.contains("ERROR: Uploading artifacts as \"archive\" to coordinator... 413 Request Entity Too Large"),
+        "{trace}"
+    );
+    assert!(trace.contains("FATAL: too large archive"), "{trace}");
+    assert!(trace.contains("maximum artifacts size"), "{trace}");
+    let update = large.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("script_failure"));
+    assert_eq!(update.exit_code, Some(1));
+    e2e.mock.set_max_artifact_size(None);
+
+    e2e.mock.expire_artifacts(retried.id());
+    let dependent = no_git().depends_on(retried.id(), "retried").script(&["echo the-script-ran"]);
+    let (dependent, trace) = e2e.run(dependent).await;
+    assert_eq!(dependent.state(), JobState::Failed, "{trace}");
+    assert!(
+        trace.contains("ERROR: Downloading artifacts from coordinator... not found"),
+        "{trace}"
+    );
+    assert!(trace.contains("FATAL: file does not exist"), "{trace}");
+    assert!(!trace.contains("the-script-ran"), "the script does not run: {trace}");
+    let update = dependent.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("script_failure"));
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_failure_artifacts_are_uploaded_only_from_a_failing_job() {
+    let Some(e2e) = E2e::start(33, "").await else { return };
+    let artifacts = serde_json::json!([
+        {"name": "failure-logs", "paths": ["logs/"], "when": "on_failure"},
+        {"name": "success-out", "paths": ["logs/"], "when": "on_success"},
+    ]);
+    let passing = no_git()
+        .script(&["mkdir logs", "echo fine > logs/run.log"])
+        .extra("artifacts", artifacts.clone());
+    let (passing, trace) = e2e.run(passing).await;
+    assert_eq!(passing.state(), JobState::Success, "{trace}");
+    assert!(!trace.contains("upload_artifacts_on_failure"), "{trace}");
+    let failing = no_git()
+        .script(&["mkdir logs", "echo broken > logs/run.log", "exit 1"])
+        .extra("artifacts", artifacts);
+    let (failing, trace) = e2e.run(failing).await;
+    assert_eq!(failing.state(), JobState::Failed, "{trace}");
+    assert!(trace.contains("Uploading artifacts for failed job"), "{trace}");
+    let stored = e2e.mock.artifacts();
+    let names: Vec<(u64, &str)> = stored.iter().map(|a| (a.job_id, a.file_name.as_str())).collect();
+    assert_eq!(names, [(passing.id(), "success-out.zip"), (failing.id(), "failure-logs.zip")]);
+    let entries = zip_entries(&stored[1].body);
+    assert!(entries.iter().any(|(n, _, c)| n == "logs/run.log" && c == "broken\n"), "{entries:?}");
+    let update = failing.final_update().expect("final update");
+    assert_eq!(update.exit_code, Some(1), "the script's failure, not the upload's");
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }

@@ -151,6 +151,12 @@ pub enum Section {
     StepScript,
     /// `after_script`.
     AfterScript,
+    /// Downloading the dependencies' artifacts.
+    DownloadArtifacts,
+    /// Uploading artifacts after the job succeeded.
+    UploadArtifactsOnSuccess,
+    /// Uploading artifacts after the job failed.
+    UploadArtifactsOnFailure,
     /// Removing file variables and the runner's files.
     CleanupFileVariables,
 }
@@ -164,6 +170,9 @@ impl Section {
             Self::GetSources => "get_sources",
             Self::StepScript => "step_script",
             Self::AfterScript => "after_script",
+            Self::DownloadArtifacts => "download_artifacts",
+            Self::UploadArtifactsOnSuccess => "upload_artifacts_on_success",
+            Self::UploadArtifactsOnFailure => "upload_artifacts_on_failure",
             Self::CleanupFileVariables => "cleanup_file_variables",
         }
     }
@@ -176,6 +185,9 @@ impl Section {
             Self::GetSources => "Getting source from Git repository",
             Self::StepScript => "Executing \"step_script\" stage of the job script",
             Self::AfterScript => "Running after_script",
+            Self::DownloadArtifacts => "Downloading artifacts",
+            Self::UploadArtifactsOnSuccess => "Uploading artifacts for successful job",
+            Self::UploadArtifactsOnFailure => "Uploading artifacts for failed job",
             Self::CleanupFileVariables => "Cleaning up project directory and file based variables",
         }
     }
@@ -579,6 +591,16 @@ impl LogWriter {
     /// A yellow `WARNING: ` line, as upstream's `Warningln`.
     pub fn warning(&self, text: &str) {
         self.writeln(&format!("\x1b[0;33mWARNING: {text}\x1b[0;m"));
+    }
+
+    /// A bold green line, as upstream's `Noticef` (`Uploading artifacts...`).
+    pub fn notice(&self, text: &str) {
+        self.writeln(&format!("\x1b[32;1m{text}\x1b[0;m"));
+    }
+
+    /// A bold red `FATAL: ` line, as upstream's helper ends a failed command.
+    pub fn fatal(&self, text: &str) {
+        self.writeln(&format!("\x1b[31;1mFATAL: {text}\x1b[0;m"));
     }
 
     /// A bold red `ERROR: ` line, as upstream's `Errorln`.

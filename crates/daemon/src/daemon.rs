@@ -227,7 +227,12 @@ fn build_runner(
     config.observer = Some(metrics.observer(&r.name));
     let client =
         Client::new(config).map_err(|source| Error::Client { runner: r.name.clone(), source })?;
-    let context = RunnerContext { name: r.name.clone(), settings: r.executor_settings, system_id };
+    let context = RunnerContext {
+        name: r.name.clone(),
+        settings: r.executor_settings,
+        system_id,
+        coordinator: Some(client.clone()),
+    };
     Ok(RunnerSpec {
         context,
         name: r.name,

@@ -106,6 +106,8 @@ pub struct RunnerContext {
     /// The system id this process announces for the runner (`.runner_system_id`): executors
     /// label what they create with it, so that a sweep never touches another process's jobs.
     pub system_id: String,
+    /// The runner's GitLab client, for the job APIs beside the log (artifacts).
+    pub coordinator: Option<podrunner_coordinator::Client>,
 }
 
 /// A runner's executor-specific settings, opaque to the daemon (which knows nothing of

@@ -20,6 +20,8 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+mod artifacts;
+
 use crate::classify::{self, PodFailure, PodProgress};
 use crate::cluster::RunnerCluster;
 use crate::leftovers::{self, Leftovers};
@@ -293,48 +295,23 @@ impl KubernetesExecutor {
                 cancel,
                 system_id,
                 progress: Mutex::new(progress),
+                coordinator: runner.coordinator.clone(),
             };
             run.run().await
         })
     }
 }
 
-/// What the job asks for that this runner does not do yet (artifacts, caches, dependencies'
-/// artifacts), each said in the job log rather than skipped in silence.
+/// What the job asks for that this runner does not do yet (caches), each said in the job log
+/// rather than skipped in silence.
 fn not_supported_yet(job: &Job) -> Vec<String> {
     let mut out = Vec::new();
-    if !job.artifacts.is_empty() {
-        let what: Vec<String> = job
-            .artifacts
-            .iter()
-            .map(|a| {
-                let kind = a.artifact_type.as_deref().unwrap_or("archive");
-                format!("{kind} {:?}", a.paths)
-            })
-            .collect();
-        out.push(format!(
-            "this runner does not upload artifacts yet: the job's artifacts ({}) are not uploaded",
-            what.join(", ")
-        ));
-    }
     if !job.cache.is_empty() {
         let keys: Vec<&str> =
             job.cache.iter().map(|c| c.key.as_deref().unwrap_or("default")).collect();
         out.push(format!(
             "this runner does not restore or save caches yet: cache {} is neither restored nor saved",
             keys.join(", ")
-        ));
-    }
-    let downloads: Vec<&str> = job
-        .dependencies
-        .iter()
-        .filter(|d| d.artifacts_file.is_some())
-        .map(|d| d.name.as_str())
-        .collect();
-    if !downloads.is_empty() {
-        out.push(format!(
-            "this runner does not download dependencies' artifacts yet: the artifacts of {} are not in the build directory",
-            downloads.join(", ")
         ));
     }
     out
@@ -469,6 +446,8 @@ struct JobRun<'a> {
     system_id: &'a str,
     /// Where the job stands (marked in the log after each step).
     progress: Mutex<Progress>,
+    /// The runner's GitLab client (artifacts).
+    coordinator: Option<podrunner_coordinator::Client>,
 }
 
 /// The pod the job runs in.
@@ -879,7 +858,22 @@ impl JobRun<'_> {
             Ok(code) => code,
             Err(stop) => return self.stopped(stop),
         };
-        let mut outcome = if sources == Some(0) || sources.is_none() {
+        let downloaded = if sources == Some(0) || sources.is_none() {
+            match self.stage(pod, Stage::DownloadArtifacts, &options).await {
+                Ok(code) => code,
+                Err(stop) => return self.stopped(stop),
+            }
+        } else {
+            None
+        };
+        let mut outcome = if let Some(code) = downloaded.filter(|c| *c != 0) {
+            // As upstream: a failed download skips the script and after_script.
+            if self.cancel.is_requested() {
+                JobOutcome::Canceled
+            } else {
+                JobOutcome::ScriptFailure { exit_code: code }
+            }
+        } else if sources == Some(0) || sources.is_none() {
             let script = match self.stage(pod, Stage::StepScript, &options).await {
                 Ok(code) => code,
                 Err(stop) => return self.stopped(stop),
@@ -912,6 +906,22 @@ impl JobRun<'_> {
         } else {
             JobOutcome::ScriptFailure { exit_code: sources.unwrap_or(1) }
         };
+        let upload = match outcome {
+            JobOutcome::Success => Some(Stage::UploadArtifactsOnSuccess),
+            JobOutcome::ScriptFailure { .. } | JobOutcome::Canceled => {
+                Some(Stage::UploadArtifactsOnFailure)
+            }
+            _ => None,
+        };
+        if let Some(stage) = upload {
+            match self.stage(pod, stage, &options).await {
+                Ok(Some(code)) if code != 0 && matches!(outcome, JobOutcome::Success) => {
+                    outcome = JobOutcome::ScriptFailure { exit_code: code };
+                }
+                Ok(_) => {}
+                Err(stop) => return self.stopped(stop),
+            }
+        }
         if let Err(stop) = self.stage(pod, Stage::CleanupFileVariables, &options).await
             && matches!(outcome, JobOutcome::Success)
         {
@@ -1004,6 +1014,9 @@ impl JobRun<'_> {
             // Ended before the runner process that ran it did: its log is in GitLab's.
             return Ok(code);
         }
+        if stage.is_transfer() {
+            return self.transfer_stage(pod, stage).await;
+        }
         let Some(text) = script::stage_script(stage, &self.job, &pod.layout, options) else {
             self.mark(|p| p.ended.push((stage, None)));
             return Ok(None);
@@ -1034,6 +1047,31 @@ impl JobRun<'_> {
         if state.oom_kills > 0 {
             self.log.error(&oom_message(pod, &state));
         }
+        self.log.end(stage.section());
+        if let Ok(code) = result {
+            self.mark(|p| {
+                p.current = None;
+                p.ended.push((stage, Some(code)));
+            });
+        }
+        result.map(Some)
+    }
+
+    /// Runs a stage whose files the runner moves ([`Stage::is_transfer`]); one cut by a killed
+    /// runner process is taken again from its start.
+    async fn transfer_stage(&self, pod: &JobPod, stage: Stage) -> Result<Option<i32>, StageStop> {
+        if !self.has_transfers(stage) {
+            self.mark(|p| p.ended.push((stage, None)));
+            return Ok(None);
+        }
+        if self.cancel.is_aborted() {
+            return Err(StageStop::Aborted);
+        }
+        if self.progress().resumes(stage).is_none() {
+            self.log.begin(stage.section());
+            self.mark(|p| p.current = Some((stage, 0)));
+        }
+        let result = self.transfer(pod, stage).await;
         self.log.end(stage.section());
         if let Ok(code) = result {
             self.mark(|p| {
@@ -1581,7 +1619,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn artifacts_caches_and_dependencies_are_said_not_to_be_handled_yet() {
+    fn caches_are_said_not_to_be_handled_yet() {
         let payload = serde_json::json!({
             "id": 7,
             "artifacts": [{"name": "a", "paths": ["out/", "*.log"]}, {"paths": ["junit.xml"], "artifact_type": "junit"}],
@@ -1595,9 +1633,7 @@ mod tests {
         assert_eq!(
             not_supported_yet(&job),
             [
-                "this runner does not upload artifacts yet: the job's artifacts (archive [\"out/\", \"*.log\"], junit [\"junit.xml\"]) are not uploaded",
-                "this runner does not restore or save caches yet: cache deps-1 is neither restored nor saved",
-                "this runner does not download dependencies' artifacts yet: the artifacts of build are not in the build directory",
+                "this runner does not restore or save caches yet: cache deps-1 is neither restored nor saved"
             ]
         );
         let plain = Job::from_payload(br#"{"id": 8}"#).expect("job");

@@ -13,6 +13,7 @@
 //! `container.apparmor.security.beta.kubernetes.io/<container>` carries the profile instead (a
 //! pod-level profile is expanded to every container without its own, init containers included).
 
+pub mod archive;
 pub mod classify;
 pub mod cluster;
 pub mod credentials;
@@ -29,6 +30,7 @@ pub mod script;
 pub mod security;
 pub mod stage;
 pub mod throttle;
+pub mod transfer;
 mod vars;
 pub mod version;
 mod volumes;

@@ -13,8 +13,15 @@ use crate::script::Stage;
 /// The format of a saved position (a position of another format is not resumed).
 const FORMAT: u64 = 1;
 
-const STAGES: [Stage; 4] =
-    [Stage::GetSources, Stage::StepScript, Stage::AfterScript, Stage::CleanupFileVariables];
+const STAGES: [Stage; 7] = [
+    Stage::GetSources,
+    Stage::DownloadArtifacts,
+    Stage::StepScript,
+    Stage::AfterScript,
+    Stage::UploadArtifactsOnSuccess,
+    Stage::UploadArtifactsOnFailure,
+    Stage::CleanupFileVariables,
+];
 
 fn stage_named(name: &str) -> Option<Stage> {
     STAGES.into_iter().find(|s| s.name() == name)

@@ -23,6 +23,12 @@ pub enum Stage {
     StepScript,
     /// The job's `after_script` (build).
     AfterScript,
+    /// Download and extract the dependencies' artifacts (runner and helper: no script).
+    DownloadArtifacts,
+    /// Collect and upload the artifacts of a successful job (runner and helper: no script).
+    UploadArtifactsOnSuccess,
+    /// Collect and upload the artifacts of a failed job (runner and helper: no script).
+    UploadArtifactsOnFailure,
     /// Remove file variables and the runner's state files (helper).
     CleanupFileVariables,
 }
@@ -34,6 +40,9 @@ impl Stage {
             Self::GetSources => Section::GetSources,
             Self::StepScript => Section::StepScript,
             Self::AfterScript => Section::AfterScript,
+            Self::DownloadArtifacts => Section::DownloadArtifacts,
+            Self::UploadArtifactsOnSuccess => Section::UploadArtifactsOnSuccess,
+            Self::UploadArtifactsOnFailure => Section::UploadArtifactsOnFailure,
             Self::CleanupFileVariables => Section::CleanupFileVariables,
         }
     }
@@ -43,10 +52,25 @@ impl Stage {
         self.section().name()
     }
 
+    /// Whether the runner moves files for the stage ([`crate::transfer`]) instead of running a
+    /// script.
+    pub fn is_transfer(self) -> bool {
+        matches!(
+            self,
+            Self::DownloadArtifacts
+                | Self::UploadArtifactsOnSuccess
+                | Self::UploadArtifactsOnFailure
+        )
+    }
+
     /// The container the stage runs in.
     pub fn container(self) -> &'static str {
         match self {
-            Self::GetSources | Self::CleanupFileVariables => "helper",
+            Self::GetSources
+            | Self::DownloadArtifacts
+            | Self::UploadArtifactsOnSuccess
+            | Self::UploadArtifactsOnFailure
+            | Self::CleanupFileVariables => "helper",
             Self::StepScript | Self::AfterScript => "build",
         }
     }
@@ -186,6 +210,9 @@ pub fn stage_script(
             notice(&mut out, "Running after script...");
             commands(&mut out, &step.script);
         }
+        Stage::DownloadArtifacts
+        | Stage::UploadArtifactsOnSuccess
+        | Stage::UploadArtifactsOnFailure => return None,
         Stage::CleanupFileVariables => {
             let tmp = layout.tmp_dir();
             let mut files = vec![format!("{tmp}/gitlab_runner_env")];
