@@ -20,8 +20,14 @@
 //! runner's peak RSS and CPU time per job (from `/proc`), the API requests per job and the jobs'
 //! wall time against one job's (phase 1).
 //!
+//! Then the artifact phase: a job uploads a 200 MiB artifact of random bytes (incompressible, at
+//! the default and the fastest deflate level), and a job that depends on it downloads and
+//! extracts it; reported from the job logs' own lines: pod → runner (tar over exec, zip
+//! written), runner → GitLab, and back; and the runner's peak RSS over its RSS before.
+//!
 //! Exits 1 when a goal is missed: first line ≤ 1 s after the pod runs, missing profile ≤ 5 s,
-//! requests per job ≤ 4 + 2 × 3, all 50 load jobs succeed with a peak RSS ≤ 64 MB.
+//! requests per job ≤ 4 + 2 × 3, all 50 load jobs succeed with a peak RSS ≤ 64 MB, the artifact
+//! jobs succeed with the runner's RSS growing by less than 32 MB.
 #![allow(clippy::print_stdout, reason = "a bench reports on the terminal")]
 
 use std::collections::BTreeMap;
@@ -38,6 +44,9 @@ const LOAD_JOBS: usize = 50;
 /// The load phase's memory goal.
 const LOAD_RSS_GOAL: u64 = 64 * 1024 * 1024;
 const MISSING_PROFILE_JOBS: usize = 5;
+/// The artifact phase's size and memory goal.
+const ARTIFACT_BYTES: u64 = 200 * 1024 * 1024;
+const ARTIFACT_RSS_GROWTH_GOAL: u64 = 32 * 1024 * 1024;
 /// get_sources, step_script, cleanup_file_variables.
 const STAGES: usize = 3;
 
@@ -166,9 +175,15 @@ async fn run() -> ExitCode {
     let mock = MockCoordinator::start().await;
     mock.set_update_interval_header(Some(1));
     let mut ok = true;
+    let config_path = dir.path().join("config.toml");
+    if std::env::args().any(|a| a == "artifacts") {
+        // `cargo bench -p podrunner --bench e2e -- artifacts`: that phase alone.
+        ok &= artifact_phase(&cluster, &mock, &config_path).await;
+        cluster.shutdown().await;
+        return if ok { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
 
     // Phase 1: ordinary jobs.
-    let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config(&mock, "")).expect("write config");
     let handles: Vec<_> = (0..JOBS)
         .map(|i| {
@@ -270,6 +285,7 @@ async fn run() -> ExitCode {
         ok = false;
     }
     ok &= load_phase(&cluster, &mock, &config_path, single_job_wall).await;
+    ok &= artifact_phase(&cluster, &mock, &config_path).await;
     cluster.shutdown().await;
     if ok {
         println!("ok: every end-to-end goal met");
@@ -349,5 +365,123 @@ async fn load_phase(
         println!("FAIL: {per_job:.1} API requests per job under load");
         ok = false;
     }
+    ok
+}
+
+/// The seconds in the job-log line that starts with `prefix` and has `in <secs>s`.
+fn seconds_after(trace: &str, prefix: &str, marker: &str) -> Option<f64> {
+    let line = trace.lines().find(|l| l.contains(prefix))?;
+    let rest = &line[line.find(marker)? + marker.len()..];
+    rest.split('s').next()?.trim().parse().ok()
+}
+
+/// A 200 MiB artifact up and down: the rates from the job logs, the runner's memory.
+async fn artifact_phase(
+    cluster: &LocalCluster,
+    mock: &MockCoordinator,
+    config_path: &std::path::Path,
+) -> bool {
+    std::fs::write(config_path, config(mock, "")).expect("write config");
+    let runner = start_runner(config_path, cluster.kubeconfig_path());
+    let warm_up = mock.enqueue(
+        &MockJob::new("warm-up")
+            .image("localhost/busybox:latest")
+            .variable("GIT_STRATEGY", "none")
+            .script(&["echo warm"]),
+    );
+    let mut ok = wait_all(std::slice::from_ref(&warm_up)).await;
+    let baseline = runner.rss().unwrap_or(0);
+    let mib = ARTIFACT_BYTES / 1024 / 1024;
+    let mut uploaded = None;
+    // Random bytes do not compress (stored, as the runner decides from their start); a build
+    // log does (deflated at the level); the raw format writes the file as it arrives: the
+    // transport's own rate.
+    let random = format!("head -c {ARTIFACT_BYTES} /dev/urandom > big.bin");
+    // A hex dump of random bytes deflates about 2:1, as build output may.
+    // (`od` ends on SIGPIPE, which pipefail would make the script's status.)
+    let text = format!("{{ od -t x1 /dev/urandom || :; }} | head -c {ARTIFACT_BYTES} > big.bin");
+    for (data, script, level, format) in [
+        ("random", &random, "default", "zip"),
+        ("text", &text, "default", "zip"),
+        ("text", &text, "fastest", "zip"),
+        ("random", &random, "default", "raw"),
+    ] {
+        let job = mock.enqueue(
+            &MockJob::new(format!("artifact-{data}-{level}-{format}"))
+                .image("localhost/busybox:latest")
+                .variable("GIT_STRATEGY", "none")
+                .variable("ARTIFACT_COMPRESSION_LEVEL", level)
+                .script(&[script.as_str()])
+                .extra(
+                    "artifacts",
+                    serde_json::json!([{"name": "big", "paths": ["big.bin"], "artifact_format": format}]),
+                ),
+        );
+        ok &= wait_all(std::slice::from_ref(&job)).await;
+        let trace = String::from_utf8_lossy(&job.trace()).into_owned();
+        let collect = seconds_after(&trace, "Collected 1 files", ") in ");
+        let upload = seconds_after(&trace, "Uploaded big", ") in ");
+        let whole = trace.contains(&format!("({mib}.0 MiB uncompressed)"));
+        match (job.state(), collect, upload) {
+            (JobState::Success, Some(c), Some(u)) if whole => {
+                println!(
+                    "artifact {mib} MiB of {data}, {format}, ARTIFACT_COMPRESSION_LEVEL={level}: pod -> runner (tar over exec, archive written) {c:.1} s = {:.0} MiB/s; then the upload {u:.1} s; end to end {:.0} MiB/s",
+                    mib as f64 / c.max(0.01),
+                    mib as f64 / (c + u).max(0.01)
+                );
+                for line in trace
+                    .lines()
+                    .filter(|l| l.starts_with("Collected") || l.starts_with("Uploaded"))
+                {
+                    println!("  job log: {line}");
+                }
+                if (data, format) == ("random", "zip") {
+                    uploaded = Some(job.id());
+                }
+            }
+            (state, _, _) => {
+                println!("FAIL: the {level} artifact job ended {state:?}:\n{trace}");
+                ok = false;
+            }
+        }
+    }
+    if let Some(id) = uploaded {
+        let job = mock.enqueue(
+            &MockJob::new("artifact-download")
+                .image("localhost/busybox:latest")
+                .variable("GIT_STRATEGY", "none")
+                .depends_on(id, "artifact-random-default-zip")
+                .script(&[&format!("test \"$(wc -c < big.bin)\" -eq {ARTIFACT_BYTES}")]),
+        );
+        ok &= wait_all(std::slice::from_ref(&job)).await;
+        let trace = String::from_utf8_lossy(&job.trace()).into_owned();
+        let fetched = seconds_after(&trace, "Extracted 1 files", "MiB in ");
+        let extracted = seconds_after(&trace, "Extracted 1 files", "extracted in ");
+        match (job.state(), fetched, extracted) {
+            (JobState::Success, Some(f), Some(x)) => println!(
+                "artifact {mib} MiB download: GitLab -> runner {f:.1} s = {:.0} MiB/s; runner -> pod (zip read, tar over exec, extracted) {x:.1} s = {:.0} MiB/s",
+                mib as f64 / f.max(0.01),
+                mib as f64 / x.max(0.01)
+            ),
+            (state, _, _) => {
+                println!("FAIL: the download job ended {state:?}:\n{trace}");
+                ok = false;
+            }
+        }
+    }
+    let (peak, cpu) = runner.usage().unwrap_or((0, 0.0));
+    let growth = peak.saturating_sub(baseline);
+    println!(
+        "artifact: runner RSS {:.1} MB before, peak {:.1} MB: growth {:.1} MB (goal < {} MB); CPU {cpu:.1} s in all",
+        baseline as f64 / 1048576.0,
+        peak as f64 / 1048576.0,
+        growth as f64 / 1048576.0,
+        ARTIFACT_RSS_GROWTH_GOAL / 1048576
+    );
+    if baseline == 0 || growth >= ARTIFACT_RSS_GROWTH_GOAL {
+        println!("FAIL: the runner's RSS grew by {growth} bytes moving the artifact");
+        ok = false;
+    }
+    stop_runner(runner).await;
     ok
 }

@@ -313,6 +313,26 @@ pub struct Summary {
     pub symlinks: u64,
     /// The files' bytes, uncompressed.
     pub bytes: u64,
+    /// Files stored without compression (their start did not compress).
+    pub stored: u64,
+}
+
+/// How much of a file's start tells whether it compresses.
+const SNIFF_BYTES: u64 = 256 * 1024;
+/// Files up to this size are deflated without looking.
+const SMALL_FILE: usize = 64 * 1024;
+
+/// Whether `head` (a file's first bytes) shrinks by at least a tenth at the fastest level.
+fn compresses(head: &[u8]) -> bool {
+    if head.len() <= SMALL_FILE {
+        return true;
+    }
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Counter::default(), flate2::Compression::fast());
+    if encoder.write_all(head).is_err() {
+        return true;
+    }
+    encoder.finish().map_or(true, |counted| counted.0 * 10 < head.len() as u64 * 9)
 }
 
 fn unix_mode(header: &tar::Header) -> u32 {
@@ -388,11 +408,21 @@ pub fn write_archive<W: Write + Seek>(
                         summary.symlinks += 1;
                     }
                     tar::EntryType::Regular | tar::EntryType::Continuous => {
-                        let options = options
-                            .compression_method(zip::CompressionMethod::Deflated)
-                            .compression_level(Some(i64::from(level)));
+                        // What does not compress (archives, images, binaries) is stored: deflate
+                        // would spend the runner's CPU to make it larger.
+                        let mut head = Vec::new();
+                        (&mut entry).take(SNIFF_BYTES).read_to_end(&mut head)?;
+                        let options = if compresses(&head) {
+                            options
+                                .compression_method(zip::CompressionMethod::Deflated)
+                                .compression_level(Some(i64::from(level)))
+                        } else {
+                            summary.stored += 1;
+                            options.compression_method(zip::CompressionMethod::Stored)
+                        };
                         zip.start_file(path, options).map_err(io::Error::other)?;
-                        summary.bytes += io::copy(&mut entry, &mut zip)?;
+                        zip.write_all(&head)?;
+                        summary.bytes += head.len() as u64 + io::copy(&mut entry, &mut zip)?;
                         summary.files += 1;
                     }
                     // Hard links, devices and fifos are not artifacts.
@@ -676,7 +706,7 @@ mod tests {
         twice.extend(tar_of(&[("./out/second.bin", Some(&[1, 2, 3]), None)]));
         let mut zip = io::Cursor::new(Vec::new());
         let summary = write_archive(&twice[..], &mut zip, Format::Zip(6)).expect("zip");
-        assert_eq!(summary, Summary { files: 2, dirs: 1, symlinks: 1, bytes: 9 });
+        assert_eq!(summary, Summary { files: 2, dirs: 1, symlinks: 1, bytes: 9, stored: 0 });
         let mut archive =
             zip::ZipArchive::new(io::Cursor::new(zip.get_ref().clone())).expect("reads");
         let names: Vec<String> = (0..archive.len())
@@ -718,6 +748,33 @@ mod tests {
         assert_eq!((seen[1].0.as_str(), &seen[1].2[..]), ("out/with space.txt", &b"spaced"[..]));
         assert_eq!(seen[2].1, tar::EntryType::Symlink);
         assert_eq!(seen[2].3.as_deref(), Some("with space.txt"));
+    }
+
+    #[test]
+    fn what_does_not_compress_is_stored_and_text_is_deflated() {
+        let mut noise = vec![0_u8; 1024 * 1024];
+        let mut x: u32 = 12345;
+        for b in &mut noise {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            *b = (x >> 24) as u8;
+        }
+        let text = "a line of a build log that repeats\n".repeat(30_000);
+        let stream = tar_of(&[
+            ("./noise.bin", Some(&noise), None),
+            ("./log.txt", Some(text.as_bytes()), None),
+        ]);
+        let mut zip = io::Cursor::new(Vec::new());
+        let summary = write_archive(&stream[..], &mut zip, Format::Zip(6)).expect("zip");
+        assert_eq!((summary.files, summary.stored), (2, 1));
+        let mut archive = zip::ZipArchive::new(io::Cursor::new(zip.into_inner())).expect("zip");
+        let noise_entry = archive.by_name("noise.bin").expect("noise");
+        assert_eq!(noise_entry.compression(), zip::CompressionMethod::Stored);
+        drop(noise_entry);
+        let mut log = archive.by_name("log.txt").expect("log");
+        assert_eq!(log.compression(), zip::CompressionMethod::Deflated);
+        let mut back = String::new();
+        log.read_to_string(&mut back).expect("inflate");
+        assert_eq!(back, text);
     }
 
     #[test]

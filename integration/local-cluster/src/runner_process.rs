@@ -91,6 +91,21 @@ impl RunnerProcess {
         Some((kib * 1024, ticks as f64 / 100.0))
     }
 
+    /// The process's resident memory now (`VmRSS`, bytes); `None` once it has exited.
+    pub fn rss(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
     /// Sends SIGTERM (a graceful shutdown: running jobs may finish).
     pub fn terminate(&self) {
         self.signal("TERM");

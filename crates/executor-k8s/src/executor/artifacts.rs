@@ -69,7 +69,14 @@ fn counted(summary: &Summary) -> String {
     if summary.symlinks > 0 {
         parts.push(format!("{} symbolic links", summary.symlinks));
     }
-    parts.join(", ")
+    let mut text = parts.join(", ");
+    if summary.stored > 0 {
+        let _ = std::fmt::Write::write_fmt(
+            &mut text,
+            format_args!(" ({} stored uncompressed: they did not compress)", summary.stored),
+        );
+    }
+    text
 }
 
 /// Whether the `artifacts:` entry is uploaded by `stage` (`when`: on_success by default).
@@ -457,7 +464,7 @@ mod tests {
         assert_eq!(mib(1536), "1.5 KiB");
         assert_eq!(mib(2 << 30), "2.0 GiB");
         assert_eq!(rate(100 * 1024 * 1024, Duration::from_secs(2)), "50.0 MiB/s");
-        let summary = Summary { files: 3, dirs: 1, symlinks: 0, bytes: 0 };
+        let summary = Summary { files: 3, dirs: 1, ..Summary::default() };
         assert_eq!(counted(&summary), "3 files, 1 directories");
     }
 }
