@@ -27,4 +27,11 @@ if ! .venv-kv/bin/kubernetes-validate --version 2>/dev/null | grep -q "$KV_VERSI
   python3 -m venv .venv-kv
   .venv-kv/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION"
 fi
+# moto's S3 server (an S3-compatible server for the cache tests) in its own virtualenv.
+MOTO_VERSION=5.2.1
+if ! .venv-s3/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+  echo "install-prereqs: moto[server] $MOTO_VERSION into .venv-s3"
+  python3 -m venv .venv-s3
+  .venv-s3/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
 echo "install-prereqs: ok"

@@ -1869,9 +1869,13 @@ async fn on_failure_artifacts_are_uploaded_only_from_a_failing_job() {
     ]);
     let passing = no_git()
         .script(&["mkdir logs", "echo fine > logs/run.log"])
-        .extra("artifacts", artifacts.clone());
+        .extra("artifacts", artifacts.clone())
+        .extra("cache", serde_json::json!([{"key": "logs", "paths": ["logs/"]}]));
     let (passing, trace) = e2e.run(passing).await;
     assert_eq!(passing.state(), JobState::Success, "{trace}");
+    // Without [runners.cache] the cache would die with the pod: said once, nothing pretended.
+    assert_eq!(trace.matches("no [runners.cache] is configured").count(), 1, "{trace}");
+    assert!(!trace.contains("Created cache"), "{trace}");
     assert!(!trace.contains("upload_artifacts_on_failure"), "{trace}");
     let failing = no_git()
         .script(&["mkdir logs", "echo broken > logs/run.log", "exit 1"])
@@ -1886,6 +1890,73 @@ async fn on_failure_artifacts_are_uploaded_only_from_a_failing_job() {
     assert!(entries.iter().any(|(n, _, c)| n == "logs/run.log" && c == "broken\n"), "{entries:?}");
     let update = failing.final_update().expect("final update");
     assert_eq!(update.exit_code, Some(1), "the script's failure, not the upload's");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: a skipped test must say so in the test output
+async fn a_cache_pushed_by_one_pod_is_pulled_by_key_in_the_next_and_by_a_fallback_key() {
+    if let Some(reason) = podrunner_local_cluster::s3::missing() {
+        assert!(!cluster::prerequisites_required(), "CI=true and the cache test {reason}");
+        println!("SKIPPED: {reason}");
+        return;
+    }
+    let s3 =
+        podrunner_local_cluster::s3::S3Server::start("podrunner-cache").await.expect("moto starts");
+    let Some(e2e) = E2e::start(33, &s3.cache_config("ci")).await else { return };
+    let push = no_git()
+        .script(&[
+            "mkdir -p vendor/lib",
+            "echo dependency-v1 > vendor/lib/dep.txt",
+            "echo 'spaced out' > 'vendor/with space.txt'",
+        ])
+        .extra(
+            "cache",
+            serde_json::json!([{"key": "deps-1", "paths": ["vendor/"], "policy": "pull-push"}]),
+        );
+    let (push, trace) = e2e.run(push).await;
+    assert_eq!(push.state(), JobState::Success, "{trace}");
+    for needle in [
+        "Restoring cache",
+        "Checking cache for deps-1...",
+        "deps-1: no cache archive in the s3 bucket \"podrunner-cache\"",
+        "Saving cache for successful job",
+        "Creating cache deps-1...",
+        "vendor/: found 4 matching artifact files and directories",
+        "Created cache",
+    ] {
+        assert!(trace.contains(needle), "{needle:?} missing from the log:\n{trace}");
+    }
+    let keys = s3.keys().expect("list the bucket");
+    assert_eq!(keys, ["ci/runner/mock-runn/project/42/deps-1"], "named as upstream names it");
+
+    let pull = no_git().script(&["cat vendor/lib/dep.txt", "cat 'vendor/with space.txt'"]).extra(
+        "cache",
+        serde_json::json!([{"key": "deps-1", "paths": ["vendor/"], "policy": "pull"}]),
+    );
+    let (pull, trace) = e2e.run(pull).await;
+    assert_eq!(pull.state(), JobState::Success, "{trace}");
+    for needle in ["Successfully extracted cache", "dependency-v1\n", "spaced out\n"] {
+        assert!(trace.contains(needle), "{needle:?} missing from the log:\n{trace}");
+    }
+    assert!(!trace.contains("Creating cache"), "policy pull saves nothing: {trace}");
+
+    let fallback = no_git().script(&["cat vendor/lib/dep.txt"]).extra(
+        "cache",
+        serde_json::json!([{"key": "deps-2", "paths": ["vendor/"], "policy": "pull", "fallback_keys": ["deps-1"]}]),
+    );
+    let (fallback, trace) = e2e.run(fallback).await;
+    assert_eq!(fallback.state(), JobState::Success, "{trace}");
+    for needle in [
+        "Checking cache for deps-2...",
+        "deps-2: no cache archive",
+        "Checking cache for deps-1...",
+        "Successfully extracted cache",
+        "dependency-v1\n",
+    ] {
+        assert!(trace.contains(needle), "{needle:?} missing from the log:\n{trace}");
+    }
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }

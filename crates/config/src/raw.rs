@@ -220,11 +220,16 @@ pub struct RawCache {
     /// Largest cache archive to upload, in bytes.
     #[serde(rename = "MaxUploadedArchiveSize")]
     pub max_uploaded_archive_size: Option<i64>,
-    /// S3 settings (CamelCase keys such as `ServerAddress`, `BucketName`, `AccessKey`).
+    /// S3 settings, as upstream spells them: `BucketName`, `ServerAddress` (host:port of an
+    /// S3-compatible server; AWS when absent), `BucketLocation` (region, default `us-east-1`),
+    /// `Insecure` (plain HTTP), `AccessKey`, `SecretKey`, `SessionToken`; without keys, or with
+    /// `AuthenticationType = "iam"`, credentials come from the environment or the IAM role.
     pub s3: Option<OpaqueTable>,
-    /// Google Cloud Storage settings (`BucketName`, `CredentialsFile`, …).
+    /// Google Cloud Storage settings: `BucketName`, `CredentialsFile` (a service-account key;
+    /// else the environment's credentials).
     pub gcs: Option<OpaqueTable>,
-    /// Azure Blob Storage settings (`AccountName`, `ContainerName`, …).
+    /// Azure Blob Storage settings: `AccountName`, `AccountKey`, `ContainerName`,
+    /// `StorageDomain`.
     pub azure: Option<OpaqueTable>,
 }
 

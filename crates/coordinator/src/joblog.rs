@@ -151,8 +151,14 @@ pub enum Section {
     StepScript,
     /// `after_script`.
     AfterScript,
+    /// Restoring the cache.
+    RestoreCache,
     /// Downloading the dependencies' artifacts.
     DownloadArtifacts,
+    /// Saving the cache after the job succeeded.
+    ArchiveCache,
+    /// Saving the cache after the job failed.
+    ArchiveCacheOnFailure,
     /// Uploading artifacts after the job succeeded.
     UploadArtifactsOnSuccess,
     /// Uploading artifacts after the job failed.
@@ -170,7 +176,10 @@ impl Section {
             Self::GetSources => "get_sources",
             Self::StepScript => "step_script",
             Self::AfterScript => "after_script",
+            Self::RestoreCache => "restore_cache",
             Self::DownloadArtifacts => "download_artifacts",
+            Self::ArchiveCache => "archive_cache",
+            Self::ArchiveCacheOnFailure => "archive_cache_on_failure",
             Self::UploadArtifactsOnSuccess => "upload_artifacts_on_success",
             Self::UploadArtifactsOnFailure => "upload_artifacts_on_failure",
             Self::CleanupFileVariables => "cleanup_file_variables",
@@ -185,7 +194,10 @@ impl Section {
             Self::GetSources => "Getting source from Git repository",
             Self::StepScript => "Executing \"step_script\" stage of the job script",
             Self::AfterScript => "Running after_script",
+            Self::RestoreCache => "Restoring cache",
             Self::DownloadArtifacts => "Downloading artifacts",
+            Self::ArchiveCache => "Saving cache for successful job",
+            Self::ArchiveCacheOnFailure => "Saving cache for failed job",
             Self::UploadArtifactsOnSuccess => "Uploading artifacts for successful job",
             Self::UploadArtifactsOnFailure => "Uploading artifacts for failed job",
             Self::CleanupFileVariables => "Cleaning up project directory and file based variables",

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 mod artifacts;
+mod cache;
 
 use crate::classify::{self, PodFailure, PodProgress};
 use crate::cluster::RunnerCluster;
@@ -300,21 +301,6 @@ impl KubernetesExecutor {
             run.run().await
         })
     }
-}
-
-/// What the job asks for that this runner does not do yet (caches), each said in the job log
-/// rather than skipped in silence.
-fn not_supported_yet(job: &Job) -> Vec<String> {
-    let mut out = Vec::new();
-    if !job.cache.is_empty() {
-        let keys: Vec<&str> =
-            job.cache.iter().map(|c| c.key.as_deref().unwrap_or("default")).collect();
-        out.push(format!(
-            "this runner does not restore or save caches yet: cache {} is neither restored nor saved",
-            keys.join(", ")
-        ));
-    }
-    out
 }
 
 /// Whether `found` is the pod `built` for this job: exactly its labels and annotations (runner,
@@ -603,9 +589,6 @@ impl JobRun<'_> {
         for message in self.config_warnings.iter().chain(&built.job_log) {
             self.log.warning(message);
         }
-        for message in not_supported_yet(&self.job) {
-            self.log.warning(&message);
-        }
         self.log.section_end("security_context");
         Ok(built)
     }
@@ -859,6 +842,9 @@ impl JobRun<'_> {
             Err(stop) => return self.stopped(stop),
         };
         let downloaded = if sources == Some(0) || sources.is_none() {
+            if let Err(stop) = self.stage(pod, Stage::RestoreCache, &options).await {
+                return self.stopped(stop);
+            }
             match self.stage(pod, Stage::DownloadArtifacts, &options).await {
                 Ok(code) => code,
                 Err(stop) => return self.stopped(stop),
@@ -906,14 +892,18 @@ impl JobRun<'_> {
         } else {
             JobOutcome::ScriptFailure { exit_code: sources.unwrap_or(1) }
         };
-        let upload = match outcome {
-            JobOutcome::Success => Some(Stage::UploadArtifactsOnSuccess),
+        let after = match outcome {
+            JobOutcome::Success => Some((Stage::ArchiveCache, Stage::UploadArtifactsOnSuccess)),
             JobOutcome::ScriptFailure { .. } | JobOutcome::Canceled => {
-                Some(Stage::UploadArtifactsOnFailure)
+                Some((Stage::ArchiveCacheOnFailure, Stage::UploadArtifactsOnFailure))
             }
             _ => None,
         };
-        if let Some(stage) = upload {
+        if let Some((archive, upload)) = after {
+            if let Err(stop) = self.stage(pod, archive, &options).await {
+                return self.stopped(stop);
+            }
+            let stage = upload;
             match self.stage(pod, stage, &options).await {
                 Ok(Some(code)) if code != 0 && matches!(outcome, JobOutcome::Success) => {
                     outcome = JobOutcome::ScriptFailure { exit_code: code };
@@ -1617,28 +1607,6 @@ enum FollowError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn caches_are_said_not_to_be_handled_yet() {
-        let payload = serde_json::json!({
-            "id": 7,
-            "artifacts": [{"name": "a", "paths": ["out/", "*.log"]}, {"paths": ["junit.xml"], "artifact_type": "junit"}],
-            "cache": [{"key": "deps-1", "paths": ["vendor/"]}],
-            "dependencies": [
-                {"id": 5, "name": "build", "token": "t", "artifacts_file": {"filename": "artifacts.zip", "size": 10}},
-                {"id": 6, "name": "lint", "token": "t"},
-            ],
-        });
-        let job = Job::from_payload(payload.to_string().as_bytes()).expect("job");
-        assert_eq!(
-            not_supported_yet(&job),
-            [
-                "this runner does not restore or save caches yet: cache deps-1 is neither restored nor saved"
-            ]
-        );
-        let plain = Job::from_payload(br#"{"id": 8}"#).expect("job");
-        assert!(not_supported_yet(&plain).is_empty());
-    }
 
     #[test]
     fn warning_headers_are_unquoted() {

@@ -14,6 +14,7 @@
 //! pod-level profile is expanded to every container without its own, init containers included).
 
 pub mod archive;
+pub mod cache;
 pub mod classify;
 pub mod cluster;
 pub mod credentials;

@@ -13,11 +13,14 @@ use crate::script::Stage;
 /// The format of a saved position (a position of another format is not resumed).
 const FORMAT: u64 = 1;
 
-const STAGES: [Stage; 7] = [
+const STAGES: [Stage; 10] = [
     Stage::GetSources,
+    Stage::RestoreCache,
     Stage::DownloadArtifacts,
     Stage::StepScript,
     Stage::AfterScript,
+    Stage::ArchiveCache,
+    Stage::ArchiveCacheOnFailure,
     Stage::UploadArtifactsOnSuccess,
     Stage::UploadArtifactsOnFailure,
     Stage::CleanupFileVariables,

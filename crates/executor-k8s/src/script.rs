@@ -23,8 +23,14 @@ pub enum Stage {
     StepScript,
     /// The job's `after_script` (build).
     AfterScript,
+    /// Download and extract the cache (runner and helper: no script).
+    RestoreCache,
     /// Download and extract the dependencies' artifacts (runner and helper: no script).
     DownloadArtifacts,
+    /// Collect and upload the cache of a successful job (runner and helper: no script).
+    ArchiveCache,
+    /// Collect and upload the cache of a failed job (runner and helper: no script).
+    ArchiveCacheOnFailure,
     /// Collect and upload the artifacts of a successful job (runner and helper: no script).
     UploadArtifactsOnSuccess,
     /// Collect and upload the artifacts of a failed job (runner and helper: no script).
@@ -40,7 +46,10 @@ impl Stage {
             Self::GetSources => Section::GetSources,
             Self::StepScript => Section::StepScript,
             Self::AfterScript => Section::AfterScript,
+            Self::RestoreCache => Section::RestoreCache,
             Self::DownloadArtifacts => Section::DownloadArtifacts,
+            Self::ArchiveCache => Section::ArchiveCache,
+            Self::ArchiveCacheOnFailure => Section::ArchiveCacheOnFailure,
             Self::UploadArtifactsOnSuccess => Section::UploadArtifactsOnSuccess,
             Self::UploadArtifactsOnFailure => Section::UploadArtifactsOnFailure,
             Self::CleanupFileVariables => Section::CleanupFileVariables,
@@ -57,7 +66,10 @@ impl Stage {
     pub fn is_transfer(self) -> bool {
         matches!(
             self,
-            Self::DownloadArtifacts
+            Self::RestoreCache
+                | Self::DownloadArtifacts
+                | Self::ArchiveCache
+                | Self::ArchiveCacheOnFailure
                 | Self::UploadArtifactsOnSuccess
                 | Self::UploadArtifactsOnFailure
         )
@@ -67,7 +79,10 @@ impl Stage {
     pub fn container(self) -> &'static str {
         match self {
             Self::GetSources
+            | Self::RestoreCache
             | Self::DownloadArtifacts
+            | Self::ArchiveCache
+            | Self::ArchiveCacheOnFailure
             | Self::UploadArtifactsOnSuccess
             | Self::UploadArtifactsOnFailure
             | Self::CleanupFileVariables => "helper",
@@ -210,7 +225,10 @@ pub fn stage_script(
             notice(&mut out, "Running after script...");
             commands(&mut out, &step.script);
         }
-        Stage::DownloadArtifacts
+        Stage::RestoreCache
+        | Stage::DownloadArtifacts
+        | Stage::ArchiveCache
+        | Stage::ArchiveCacheOnFailure
         | Stage::UploadArtifactsOnSuccess
         | Stage::UploadArtifactsOnFailure => return None,
         Stage::CleanupFileVariables => {

@@ -10,3 +10,4 @@ pub mod contract;
 pub mod demo;
 pub mod node;
 pub mod runner_process;
+pub mod s3;

@@ -31,7 +31,7 @@ const PIPE: usize = 1024 * 1024;
 
 /// Why one transfer failed: the pod's own failure ends the job as a system failure, anything
 /// else fails the stage as upstream's helper command does (exit code 1, a `FATAL:` line).
-enum TransferError {
+pub(super) enum TransferError {
     Stop(StageStop),
     Fatal(String),
 }
@@ -43,7 +43,7 @@ impl From<String> for TransferError {
 }
 
 /// A size for the log: `512 B`, `1.5 KiB`, `200.0 MiB`, `2.0 GiB`.
-fn mib(bytes: u64) -> String {
+pub(super) fn mib(bytes: u64) -> String {
     #[allow(clippy::cast_precision_loss)]
     let value = bytes as f64;
     match bytes {
@@ -61,7 +61,7 @@ fn rate(bytes: u64, elapsed: Duration) -> String {
     format!("{value:.1} MiB/s")
 }
 
-fn counted(summary: &Summary) -> String {
+pub(super) fn counted(summary: &Summary) -> String {
     let mut parts = vec![format!("{} files", summary.files)];
     if summary.dirs > 0 {
         parts.push(format!("{} directories", summary.dirs));
@@ -99,6 +99,9 @@ impl JobRun<'_> {
             Stage::UploadArtifactsOnSuccess | Stage::UploadArtifactsOnFailure => {
                 self.job.artifacts.iter().any(|a| uploaded_by(a, stage))
             }
+            Stage::RestoreCache | Stage::ArchiveCache | Stage::ArchiveCacheOnFailure => {
+                self.has_cache_work(stage)
+            }
             _ => false,
         }
     }
@@ -108,11 +111,11 @@ impl JobRun<'_> {
     }
 
     /// A job variable's value (the last one of that name wins, as in the scripts).
-    fn variable<'p>(&self, pod: &'p JobPod, key: &str) -> Option<&'p str> {
+    pub(super) fn variable<'p>(&self, pod: &'p JobPod, key: &str) -> Option<&'p str> {
         pod.layout.variables.iter().rev().find(|v| v.key == key).map(|v| v.value.as_str())
     }
 
-    fn expand(&self, pod: &JobPod, text: &str) -> String {
+    pub(super) fn expand(&self, pod: &JobPod, text: &str) -> String {
         podrunner_config::expand::expand_variables(text, |name| self.variable(pod, name))
     }
 
@@ -121,6 +124,10 @@ impl JobRun<'_> {
     pub(super) async fn transfer(&self, pod: &JobPod, stage: Stage) -> Result<i32, StageStop> {
         let work = async {
             match stage {
+                Stage::RestoreCache | Stage::ArchiveCache | Stage::ArchiveCacheOnFailure => {
+                    super::cache::cache_result(self.cache_stage(pod, stage).await)
+                        .map_err(TransferError::Stop)?;
+                }
                 Stage::DownloadArtifacts => {
                     for dependency in self.downloads() {
                         self.download(pod, dependency).await?;
@@ -157,7 +164,7 @@ impl JobRun<'_> {
         }
     }
 
-    async fn exec_helper(
+    pub(super) async fn exec_helper(
         &self,
         pod: &JobPod,
         program: &str,
@@ -192,34 +199,8 @@ impl JobRun<'_> {
             artifact.artifact_format.as_deref(),
             self.variable(pod, "ARTIFACT_COMPRESSION_LEVEL"),
         )?;
-        let project = pod.layout.project_dir.clone();
-        let mut listed = Vec::new();
-        let untracked = if artifact.untracked { "1" } else { "0" };
-        let end = self
-            .exec_helper(
-                pod,
-                transfer::LIST_PROGRAM,
-                &[project.clone(), untracked.to_owned()],
-                None,
-                &mut listed,
-            )
-            .await?;
-        if !end.stderr.is_empty() {
-            self.log.warning(&end.stderr);
-        }
-        let listing = Listing::parse(&listed);
-        let paths: Vec<String> = artifact.paths.iter().map(|p| self.expand(pod, p)).collect();
-        let exclude: Vec<String> = artifact.exclude.iter().map(|p| self.expand(pod, p)).collect();
-        let selection = archive::select(&listing, &project, &paths, &exclude, artifact.untracked);
-        for note in &selection.notes {
-            match note {
-                Note::Found { pattern, count } => self.log.writeln(&format!(
-                    "{pattern}: found {count} matching artifact files and directories"
-                )),
-                Note::Warning(text) => self.log.warning(text),
-                Note::Info(text) => self.log.writeln(text),
-            }
-        }
+        let selection =
+            self.select_in_pod(pod, &artifact.paths, &artifact.exclude, artifact.untracked).await?;
         if selection.paths.is_empty() {
             self.log.error("No files to upload");
             return Ok(());
@@ -290,9 +271,49 @@ impl JobRun<'_> {
         }
     }
 
+    /// Lists the project directory in the helper and selects what `paths`, `exclude` and
+    /// `untracked` name (variables expanded), saying in the log what each matched.
+    pub(super) async fn select_in_pod(
+        &self,
+        pod: &JobPod,
+        paths: &[String],
+        exclude: &[String],
+        untracked: bool,
+    ) -> Result<archive::Selection, TransferError> {
+        let project = pod.layout.project_dir.clone();
+        let mut listed = Vec::new();
+        let flag = if untracked { "1" } else { "0" };
+        let end = self
+            .exec_helper(
+                pod,
+                transfer::LIST_PROGRAM,
+                &[project.clone(), flag.to_owned()],
+                None,
+                &mut listed,
+            )
+            .await?;
+        if !end.stderr.is_empty() {
+            self.log.warning(&end.stderr);
+        }
+        let listing = Listing::parse(&listed);
+        let paths: Vec<String> = paths.iter().map(|p| self.expand(pod, p)).collect();
+        let exclude: Vec<String> = exclude.iter().map(|p| self.expand(pod, p)).collect();
+        let selection = archive::select(&listing, &project, &paths, &exclude, untracked);
+        for note in &selection.notes {
+            match note {
+                Note::Found { pattern, count } => self.log.writeln(&format!(
+                    "{pattern}: found {count} matching artifact files and directories"
+                )),
+                Note::Warning(text) => self.log.warning(text),
+                Note::Info(text) => self.log.writeln(text),
+            }
+        }
+        Ok(selection)
+    }
+
     /// Tars the selection in the helper and writes it, as it streams, into a temporary file in
     /// `format`.
-    async fn collect(
+    pub(super) async fn collect(
         &self,
         pod: &JobPod,
         selection: &archive::Selection,
@@ -381,7 +402,33 @@ impl JobRun<'_> {
         let host = downloaded.redirected_to.map(|h| format!(" host={h}")).unwrap_or_default();
         self.log.writeln(&format!("{prefix} ok  id={id}{host} responseStatus=200 OK"));
         let fetched = started.elapsed();
-        let path = file.path().to_owned();
+        let extracted = Instant::now();
+        let summary = self
+            .extract(pod, file.path(), &format!("the artifacts of {} ({id})", dependency.name))
+            .await?;
+        self.log.writeln(&format!(
+            "Extracted {} ({}) into {} (downloaded {} in {:.1}s, extracted in {:.1}s)",
+            counted(&summary),
+            mib(summary.bytes),
+            pod.layout.project_dir,
+            mib(downloaded.bytes),
+            fetched.as_secs_f64(),
+            extracted.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+}
+
+impl JobRun<'_> {
+    /// Extracts the zip at `zip` (`what` names it in errors) into the project directory: a tar
+    /// stream of a length known beforehand, untarred by the helper.
+    pub(super) async fn extract(
+        &self,
+        pod: &JobPod,
+        zip: &std::path::Path,
+        what: &str,
+    ) -> Result<Summary, TransferError> {
+        let path = zip.to_owned();
         let sizing = tokio::task::spawn_blocking(move || {
             let zip = std::fs::File::open(&path)?;
             let mut counter = archive::Counter::default();
@@ -390,11 +437,9 @@ impl JobRun<'_> {
         })
         .await
         .map_err(|e| format!("the archive reader failed: {e}"))?
-        .map_err(|e| {
-            format!("the artifacts of {} ({id}) are not a readable zip: {e}", dependency.name)
-        })?;
+        .map_err(|e| format!("{what} are not a readable zip: {e}"))?;
         let (pipe_in, mut pipe_out) = tokio::io::duplex(PIPE);
-        let path = file.path().to_owned();
+        let path = zip.to_owned();
         let reader = tokio::task::spawn_blocking(move || {
             let zip = std::fs::File::open(&path)?;
             let mut out = SyncIoBridge::new(pipe_in);
@@ -402,7 +447,6 @@ impl JobRun<'_> {
             out.shutdown()?;
             Ok::<Summary, std::io::Error>(summary)
         });
-        let extracted = Instant::now();
         let exec = self
             .exec_helper(
                 pod,
@@ -419,17 +463,7 @@ impl JobRun<'_> {
         if !end.stderr.is_empty() {
             self.log.warning(&end.stderr);
         }
-        let summary = summary.map_err(|e| format!("failed to read the archive: {e}"))?;
-        self.log.writeln(&format!(
-            "Extracted {} ({}) into {} (downloaded {} in {:.1}s, extracted in {:.1}s)",
-            counted(&summary),
-            mib(summary.bytes),
-            pod.layout.project_dir,
-            mib(downloaded.bytes),
-            fetched.as_secs_f64(),
-            extracted.elapsed().as_secs_f64()
-        ));
-        Ok(())
+        summary.map_err(|e| format!("failed to read {what}: {e}").into())
     }
 }
 
