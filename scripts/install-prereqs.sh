@@ -30,8 +30,9 @@ fi
 # moto's S3 server (an S3-compatible server for the cache tests) in its own virtualenv.
 MOTO_VERSION=5.2.1
 if ! .venv-s3/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
-  echo "install-prereqs: moto[server] $MOTO_VERSION into .venv-s3"
+  echo "install-prereqs: moto[s3] $MOTO_VERSION and its server into .venv-s3"
   python3 -m venv .venv-s3
-  .venv-s3/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  # The S3 service and the server mode only (moto[server] pulls every service: 64 s against 24 s).
+  .venv-s3/bin/pip install --quiet --disable-pip-version-check "moto[s3]==$MOTO_VERSION" "flask==3.1.3" "flask-cors==6.0.5"
 fi
 echo "install-prereqs: ok"

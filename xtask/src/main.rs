@@ -167,7 +167,6 @@ fn test() -> anyhow::Result<()> {
 /// A generated file's staleness test: it compares the file with what the code generates, fails
 /// when they differ, and rewrites the file under `UPDATE_GENERATED=1`.
 struct Generator {
-    package: &'static str,
     /// The cargo target holding the test (`--test x` or `--bin x`).
     target: [&'static str; 2],
     /// The test's full name, matched exactly.
@@ -178,19 +177,16 @@ struct Generator {
 /// Every generated file, each with the one test that checks and rewrites it.
 const GENERATORS: &[Generator] = &[
     Generator {
-        package: "podrunner-config",
         target: ["--test", "generated_docs"],
         test: "config_reference_is_current",
         file: "docs/config.md",
     },
     Generator {
-        package: "podrunner-config",
         target: ["--test", "generated_docs"],
         test: "config_json_schema_is_current",
         file: "docs/config.schema.json",
     },
     Generator {
-        package: "podrunner",
         target: ["--bin", "runner"],
         test: "cli_docs::tests::cli_docs_are_current",
         file: "docs/cli.md",
@@ -202,7 +198,10 @@ const GENERATORS: &[Generator] = &[
 fn codegen(check: bool) -> anyhow::Result<()> {
     let update = if check { "0" } else { "1" };
     for generator in GENERATORS {
-        let mut args = vec!["test", "--locked", "-q", "-p", generator.package];
+        // `--workspace`, not `-p`: the same feature set as the test step's build, so the two
+        // share every compiled crate (with `-p`, tokio lost the `test-util` feature other
+        // members' dev-dependencies turn on, and the whole tree was built twice).
+        let mut args = vec!["test", "--locked", "-q", "--workspace"];
         args.extend(generator.target);
         args.extend(["--", "--exact", generator.test]);
         eprintln!("$ UPDATE_GENERATED={update} cargo {} ({})", args.join(" "), generator.file);

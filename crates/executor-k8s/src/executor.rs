@@ -432,7 +432,7 @@ struct JobRun<'a> {
     system_id: &'a str,
     /// Where the job stands (marked in the log after each step).
     progress: Mutex<Progress>,
-    /// The runner's GitLab client (artifacts).
+    /// The runner's GitLab client, for artifacts (the log has its own).
     coordinator: Option<podrunner_coordinator::Client>,
 }
 
@@ -903,8 +903,7 @@ impl JobRun<'_> {
             if let Err(stop) = self.stage(pod, archive, &options).await {
                 return self.stopped(stop);
             }
-            let stage = upload;
-            match self.stage(pod, stage, &options).await {
+            match self.stage(pod, upload, &options).await {
                 Ok(Some(code)) if code != 0 && matches!(outcome, JobOutcome::Success) => {
                     outcome = JobOutcome::ScriptFailure { exit_code: code };
                 }

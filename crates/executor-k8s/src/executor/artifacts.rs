@@ -24,6 +24,19 @@ use crate::transfer;
 
 /// Upstream's `[runners.artifact] upload_timeout` default.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl JobRun<'_> {
+    /// `[runners.artifact] upload_timeout`, else upstream's hour.
+    fn upload_timeout(&self) -> Duration {
+        self.config
+            .raw
+            .artifact
+            .as_ref()
+            .and_then(|a| a.upload_timeout)
+            .and_then(podrunner_config::values::GoDuration::positive)
+            .unwrap_or(UPLOAD_TIMEOUT)
+    }
+}
 /// The time a download may take (upstream's helper has no limit but the job's).
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The pipe between an exec's stream and the archive writer.
@@ -231,23 +244,29 @@ impl JobRun<'_> {
         let id = self.job.id;
         let sent = Instant::now();
         let result = client
-            .upload_artifact(&job, file.path(), &upload, UPLOAD_TIMEOUT, &mut |a: Attempt| {
-                let status = a.status.map(|s| format!(" status={s}")).unwrap_or_default();
-                match (a.status, a.retry_in) {
-                    (Some(201), _) => log.writeln(&format!(
-                        "{prefix} {}  id={id} responseStatus={}",
-                        a.message, a.message
-                    )),
-                    (_, Some(wait)) => log.warning(&format!(
-                        "{prefix} {}  id={id}{status} (attempt {} of {}; retrying in {}s)",
-                        a.message,
-                        a.number,
-                        a.of,
-                        wait.as_secs()
-                    )),
-                    (_, None) => log.error(&format!("{prefix} {}  id={id}{status}", a.message)),
-                }
-            })
+            .upload_artifact(
+                &job,
+                file.path(),
+                &upload,
+                self.upload_timeout(),
+                &mut |a: Attempt| {
+                    let status = a.status.map(|s| format!(" status={s}")).unwrap_or_default();
+                    match (a.status, a.retry_in) {
+                        (Some(201), _) => log.writeln(&format!(
+                            "{prefix} {}  id={id} responseStatus={}",
+                            a.message, a.message
+                        )),
+                        (_, Some(wait)) => log.warning(&format!(
+                            "{prefix} {}  id={id}{status} (attempt {} of {}; retrying in {}s)",
+                            a.message,
+                            a.number,
+                            a.of,
+                            wait.as_secs()
+                        )),
+                        (_, None) => log.error(&format!("{prefix} {}  id={id}{status}", a.message)),
+                    }
+                },
+            )
             .await;
         match result {
             Ok(_) => {

@@ -157,6 +157,15 @@ impl JobRun<'_> {
         let format = Format::from_gitlab(None, level)?;
         let (file, summary) = self.collect(pod, &selection, format).await?;
         let size = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+        let limit = self.config.raw.cache.as_ref().and_then(|c| c.max_uploaded_archive_size);
+        if let Some(max) = limit.and_then(|m| u64::try_from(m).ok()).filter(|m| *m > 0)
+            && size > max
+        {
+            return Err(TransferError::Fatal(format!(
+                "the archive of cache {key} is {} ({size} bytes), more than [runners.cache] MaxUploadedArchiveSize ({max} bytes): not uploaded",
+                mib(size)
+            )));
+        }
         let started = Instant::now();
         store.put(&key, file.path()).await?;
         self.log.writeln(&format!(
