@@ -44,6 +44,8 @@ const BUFFER: usize = 1024 * 1024;
 
 /// How long a transfer may go without a byte either way before it is given up.
 pub const TRANSFER_SILENCE_LIMIT: Duration = Duration::from_secs(120);
+/// How often the silence is looked at.
+const SILENCE_CHECK: Duration = Duration::from_secs(5);
 
 /// `sh -c <program> podrunner <args>...`.
 pub fn command(program: &str, args: &[String]) -> Vec<String> {
@@ -103,6 +105,13 @@ pub async fn exec(
     let mut input =
         if stdin.is_some() { Some(process.stdin().ok_or("the exec has no stdin")?) } else { None };
     let status = process.take_status().ok_or("the exec has no status")?;
+    // When a byte last moved either way: an extraction sends for minutes and hears nothing.
+    let begun = std::time::Instant::now();
+    let moved = std::sync::atomic::AtomicU64::new(0);
+    let touch = || {
+        let now = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX);
+        moved.store(now, std::sync::atomic::Ordering::Relaxed);
+    };
     let feed = async {
         if let (Some(source), Some(sink)) = (stdin, input.as_mut()) {
             let mut buf = vec![0_u8; 256 * 1024];
@@ -113,6 +122,7 @@ pub async fn exec(
                     break;
                 }
                 sink.write_all(&buf[..n]).await.map_err(|e| format!("sending the input: {e}"))?;
+                touch();
             }
             sink.flush().await.map_err(|e| format!("sending the input: {e}"))?;
         }
@@ -121,16 +131,26 @@ pub async fn exec(
     let drain = async {
         let mut buf = vec![0_u8; 256 * 1024];
         loop {
-            let read =
-                tokio::time::timeout(TRANSFER_SILENCE_LIMIT, out.read(&mut buf)).await.map_err(
-                    |_| format!("no data from the pod for {}s", TRANSFER_SILENCE_LIMIT.as_secs()),
-                )?;
+            // `read` is cancel-safe: a tick that finds no data loses none.
+            let Ok(read) = tokio::time::timeout(SILENCE_CHECK, out.read(&mut buf)).await else {
+                let last = Duration::from_millis(moved.load(std::sync::atomic::Ordering::Relaxed));
+                if begun.elapsed().saturating_sub(last) > TRANSFER_SILENCE_LIMIT {
+                    return Err(format!(
+                        "no data moved to or from the pod for {}s",
+                        TRANSFER_SILENCE_LIMIT.as_secs()
+                    ));
+                }
+                continue;
+            };
             match read {
                 Ok(0) => return Ok::<(), String>(()),
-                Ok(n) => stdout
-                    .write_all(&buf[..n])
-                    .await
-                    .map_err(|e| format!("writing the output: {e}"))?,
+                Ok(n) => {
+                    stdout
+                        .write_all(&buf[..n])
+                        .await
+                        .map_err(|e| format!("writing the output: {e}"))?;
+                    touch();
+                }
                 Err(e) => return Err(format!("reading the output: {e}")),
             }
         }
@@ -148,6 +168,13 @@ pub async fn exec(
         }
         String::from_utf8_lossy(&text).trim_end().to_owned()
     };
+    // A program that ended early (a full disk, a missing directory) stops taking its input:
+    // its exit status and stderr say why, so a failed send only counts when it ended well.
+    let mut fed = Ok(());
+    let feed = async {
+        fed = feed.await;
+        Ok::<(), String>(())
+    };
     let ((), (), stderr) = tokio::try_join!(feed, drain, async { Ok(errors.await) })?;
     stdout.flush().await.map_err(|e| format!("writing the output: {e}"))?;
     // stdin stays open until here; the program has ended its output.
@@ -162,6 +189,9 @@ pub async fn exec(
             status.message.clone().unwrap_or_else(|| status.reason.clone().unwrap_or_default())
         )
     })?;
+    if code == 0 {
+        fed?;
+    }
     Ok(ExecEnd { code, stderr })
 }
 
