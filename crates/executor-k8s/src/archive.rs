@@ -362,6 +362,11 @@ fn tar_path(entry: &tar::Entry<'_, impl Read>) -> io::Result<String> {
     Ok(path)
 }
 
+/// Whether a tar entry is a regular file (reports and raw artifacts take files only).
+fn is_file(entry: &tar::Entry<'_, impl Read>) -> bool {
+    matches!(entry.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous)
+}
+
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
@@ -435,10 +440,7 @@ pub fn write_archive<W: Write + Seek>(
             let mut out = out;
             for entry in archive.entries()? {
                 let mut entry = entry?;
-                if !matches!(
-                    entry.header().entry_type(),
-                    tar::EntryType::Regular | tar::EntryType::Continuous
-                ) {
+                if !is_file(&entry) {
                     continue;
                 }
                 let path = tar_path(&entry)?;
@@ -456,10 +458,7 @@ pub fn write_archive<W: Write + Seek>(
             let mut out = out;
             for entry in archive.entries()? {
                 let mut entry = entry?;
-                if !matches!(
-                    entry.header().entry_type(),
-                    tar::EntryType::Regular | tar::EntryType::Continuous
-                ) {
+                if !is_file(&entry) {
                     continue;
                 }
                 if summary.files == 1 {

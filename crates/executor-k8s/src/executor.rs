@@ -1036,6 +1036,15 @@ impl JobRun<'_> {
         if state.oom_kills > 0 {
             self.log.error(&oom_message(pod, &state));
         }
+        self.ended(stage, result)
+    }
+
+    /// Closes the stage's section and, when it ended, marks its exit code.
+    fn ended(
+        &self,
+        stage: Stage,
+        result: Result<i32, StageStop>,
+    ) -> Result<Option<i32>, StageStop> {
         self.log.end(stage.section());
         if let Ok(code) = result {
             self.mark(|p| {
@@ -1061,14 +1070,7 @@ impl JobRun<'_> {
             self.mark(|p| p.current = Some((stage, 0)));
         }
         let result = self.transfer(pod, stage).await;
-        self.log.end(stage.section());
-        if let Ok(code) = result {
-            self.mark(|p| {
-                p.current = None;
-                p.ended.push((stage, Some(code)));
-            });
-        }
-        result.map(Some)
+        self.ended(stage, result)
     }
 
     /// Writes, launches and follows a stage until its exit status is known, resuming the log
