@@ -72,15 +72,7 @@ impl RunnerProcess {
     /// system, seconds), from `/proc`; `None` once it has exited.
     pub fn usage(&self) -> Option<(u64, f64)> {
         let pid = self.child.id()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
+        let peak = self.status_bytes("VmHWM:")?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the `(comm)`: state is the 3rd field overall, utime the 14th, stime the
         // 15th; /proc reports them in USER_HZ (100 per second on Linux).
@@ -88,16 +80,21 @@ impl RunnerProcess {
         let fields: Vec<&str> = after.split_whitespace().collect();
         let ticks: u64 =
             fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some((kib * 1024, ticks as f64 / 100.0))
+        Some((peak, ticks as f64 / 100.0))
     }
 
     /// The process's resident memory now (`VmRSS`, bytes); `None` once it has exited.
     pub fn rss(&self) -> Option<u64> {
+        self.status_bytes("VmRSS:")
+    }
+
+    /// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in bytes.
+    fn status_bytes(&self, field: &str) -> Option<u64> {
         let pid = self.child.id()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let kib: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .find_map(|l| l.strip_prefix(field))?
             .trim()
             .trim_end_matches("kB")
             .trim()
