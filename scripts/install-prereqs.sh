@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(protobuf-compiler containerd runc busybox-static apparmor seccomp iproute2 git ca-certificates)
+# libseccomp-dev and pkg-config build runc; util-linux gives unshare and nsenter to the cluster.
+APT_PACKAGES=(protobuf-compiler containerd runc busybox-static apparmor seccomp iproute2 git ca-certificates
+  libseccomp-dev pkg-config util-linux curl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -35,4 +37,14 @@ if ! .venv-s3/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$MO
   # The S3 service and the server mode only (moto[server] pulls every service: 64 s against 24 s).
   .venv-s3/bin/pip install --quiet --disable-pip-version-check "moto[s3]==$MOTO_VERSION" "flask==3.1.3" "flask-cors==6.0.5"
 fi
+# cargo-nextest runs the test suite (new machines do not have it); built once into ~/.cargo/bin.
+NEXTEST_VERSION=0.9.100
+if ! cargo nextest --version 2>/dev/null | grep -q "cargo-nextest $NEXTEST_VERSION"; then
+  echo "install-prereqs: cargo-nextest $NEXTEST_VERSION (a few minutes, once)"
+  cargo install --locked --quiet "cargo-nextest@$NEXTEST_VERSION"
+fi
+# The real Kubernetes of the local cluster, built from the Go module proxy and cached by version
+# (cold: about 10 minutes on 2 cores; then under a second). LOCAL_CLUSTER_KUBERNETES_VERSION picks
+# the release (default 1.37.2; 1.34.4 is the other tested one).
+bash scripts/build-kubernetes.sh "${LOCAL_CLUSTER_KUBERNETES_VERSION:-1.37.2}" >/dev/null
 echo "install-prereqs: ok"

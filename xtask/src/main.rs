@@ -159,9 +159,59 @@ fn lint() -> anyhow::Result<()> {
     cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])
 }
 
+/// The whole suite on the shared local cluster: `local-cluster up` (real Kubernetes, needs root),
+/// nextest and the doctests, then `local-cluster down`, which fails when the cluster left a
+/// process, mount, link or cgroup behind. Without root the cluster tests say SKIPPED (and fail
+/// under `CI=true`).
 fn test() -> anyhow::Result<()> {
-    cargo(&["nextest", "run", "--workspace", "--locked", "--profile", "ci"])?;
-    cargo(&["test", "--doc", "--workspace", "--locked"])
+    let dir = shared_cluster_dir();
+    let dir_text = dir.to_string_lossy().into_owned();
+    let started = if is_root() {
+        local_cluster_checked("up", &[]).context("the local cluster did not start")?;
+        true
+    } else {
+        eprintln!("xtask test: not root, so no local cluster: its tests will say SKIPPED");
+        false
+    };
+    let envs = [("LOCAL_CLUSTER_DIR", dir_text.as_str())];
+    let tests = run_cargo(&["nextest", "run", "--workspace", "--locked", "--profile", "ci"], &envs)
+        .and_then(|()| run_cargo(&["test", "--doc", "--workspace", "--locked"], &envs));
+    let stopped = if started { local_cluster_checked("down", &[]) } else { Ok(()) };
+    tests?;
+    stopped.context("the local cluster did not stop cleanly")
+}
+
+/// Where `cargo xtask test` runs the shared cluster: `$LOCAL_CLUSTER_DIR`, else
+/// `<target>/local-cluster` (as `local-cluster` itself defaults).
+fn shared_cluster_dir() -> PathBuf {
+    std::env::var_os("LOCAL_CLUSTER_DIR").filter(|d| !d.is_empty()).map_or_else(
+        || {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| root().join("target"), PathBuf::from)
+                .join("local-cluster")
+        },
+        PathBuf::from,
+    )
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").ok().is_some_and(|s| {
+        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// `cargo <args>` in the workspace root with `envs` set.
+fn run_cargo(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("failed to run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
 }
 
 /// A generated file's staleness test: it compares the file with what the code generates, fails
@@ -353,10 +403,7 @@ const DEMO_BUILD: &[&str] = &[
 ];
 
 fn demo() -> anyhow::Result<()> {
-    let is_root = std::fs::read_to_string("/proc/self/status").ok().is_some_and(|s| {
-        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    });
-    if !is_root {
+    if !is_root() {
         bail!(
             "the demo runs containers on a local containerd and needs root: run `sudo cargo xtask \
              demo`; without root, `cargo run -p podrunner -- render-pod --config \
@@ -385,6 +432,27 @@ fn demo() -> anyhow::Result<()> {
 /// passed through: `status` answers 3 when the cluster is not running, which is not an error.
 /// Its stdout is untouched, so `eval "$(cargo xtask local-cluster up)"` works.
 fn local_cluster(command: &str, args: &[String]) -> anyhow::Result<()> {
+    let status = local_cluster_status(command, args)?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => std::process::exit(code),
+        None => bail!("`local-cluster {command}` was killed by a signal ({status})"),
+    }
+}
+
+/// As [`local_cluster`], any failure an error (for `cargo xtask test`), in the shared directory.
+fn local_cluster_checked(command: &str, args: &[String]) -> anyhow::Result<()> {
+    let status = local_cluster_status(command, args)?;
+    if !status.success() {
+        bail!("`local-cluster {command}` failed ({status})");
+    }
+    Ok(())
+}
+
+fn local_cluster_status(
+    command: &str,
+    args: &[String],
+) -> anyhow::Result<std::process::ExitStatus> {
     let mut full = vec![
         "run",
         "--locked",
@@ -397,16 +465,12 @@ fn local_cluster(command: &str, args: &[String]) -> anyhow::Result<()> {
         command,
     ];
     full.extend(args.iter().map(String::as_str));
-    let status = Command::new(env!("CARGO"))
+    Command::new(env!("CARGO"))
         .args(&full)
+        .env("LOCAL_CLUSTER_DIR", shared_cluster_dir())
         .current_dir(root())
         .status()
-        .context("failed to start cargo")?;
-    match status.code() {
-        Some(0) => Ok(()),
-        Some(code) => std::process::exit(code),
-        None => bail!("`local-cluster {command}` was killed by a signal ({status})"),
-    }
+        .context("failed to start cargo")
 }
 
 /// One step of `cargo xtask ci`.

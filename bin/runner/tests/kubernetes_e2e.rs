@@ -1,8 +1,13 @@
-//! End to end: the real `runner run` takes jobs from the GitLab double and runs them as pods on
-//! the local cluster (real containerd, real kernel seccomp). Each test asserts what a user sees:
-//! the job log GitLab received, the final state, exit code and failure reason, and that no pod
-//! is left. Needs root and containerd (`scripts/install-prereqs.sh`); elsewhere each test says
-//! SKIPPED, and under `CI=true` a missing prerequisite fails it.
+//! End to end on real Kubernetes: the real `runner run` takes jobs from the GitLab double and runs
+//! them as pods on the local cluster (kube-apiserver, scheduler, controller-manager and kubelet on
+//! containerd, built from upstream's sources; seccomp enforced by the kernel). Each test works in
+//! a namespace of its own on the one cluster the test command starts (`cargo xtask test`, or
+//! `cargo xtask local-cluster up` before `cargo nextest run`), and asserts what a user sees: the
+//! job log GitLab received, the final state, exit code and failure reason, that no pod is left,
+//! and from the API server's audit log, the requests the runner sent.
+//!
+//! Without a running cluster each test says SKIPPED; under `CI=true` that fails it.
+//! The few tests that still need the project's own API server are in `own_api_server_e2e.rs`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,27 +15,33 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use podrunner_coordinator_mock::{JobHandle, JobState, MockCoordinator, MockJob};
-use podrunner_local_cluster::apiserver::KubeVersion;
-use podrunner_local_cluster::cluster::{self, ClusterOptions, LocalCluster};
+use podrunner_local_cluster::apiserver::RequestRecord;
+use podrunner_local_cluster::cluster;
+use podrunner_local_cluster::kubernetes::{ClusterInfo, shared};
 use podrunner_local_cluster::runner_process::RunnerProcess;
 
 mod support {
     pub(crate) mod cut_proxy;
+    pub(crate) mod e2e_common;
     pub(crate) mod git_http;
 }
 use support::cut_proxy::CutProxy;
+use support::e2e_common::{
+    JOB_WAIT, assert_system_failure_soon, granted, granted_by, no_git, save_trace, security_row,
+};
 use support::git_http::GitServer;
 
-const JOB_WAIT: Duration = Duration::from_secs(90);
-
-/// A cluster, the GitLab double and a running `runner run` configured for both.
+/// The GitLab double, a running `runner run` configured for it, and the test's namespace on
+/// the shared cluster.
 struct E2e {
-    cluster: LocalCluster,
+    info: ClusterInfo,
     client: kube::Client,
+    namespace: String,
     mock: MockCoordinator,
     runner: RunnerProcess,
-    /// Between the runner and the API server, when the test cuts connections.
-    proxy: Option<CutProxy>,
+    /// Between the runner and the API server, when the test cuts connections (with the
+    /// `kubectl proxy` it forwards to).
+    proxy: Option<(CutProxy, shared::ApiProxy)>,
     /// The runner's config file and kubeconfig, to start it again.
     config_path: std::path::PathBuf,
     kubeconfig: std::path::PathBuf,
@@ -48,71 +59,70 @@ fn start_runner(config: &std::path::Path, kubeconfig: &std::path::Path) -> Runne
     .expect("start runner run")
 }
 
+/// The shared cluster, or `None` after saying SKIPPED (a failure under `CI=true`).
 #[allow(clippy::print_stdout)] // reason: a skipped test must say so in the test output
-fn available() -> bool {
-    if let Some(reason) = cluster::missing_prerequisites() {
-        assert!(!cluster::prerequisites_required(), "CI=true and the runtime tier {reason}");
-        println!("SKIPPED: {reason}");
-        return false;
+fn shared_cluster() -> Option<ClusterInfo> {
+    match shared::shared_cluster() {
+        Ok(info) => Some(info),
+        Err(reason) => {
+            assert!(!cluster::prerequisites_required(), "CI=true and {reason}");
+            println!("SKIPPED: {reason}");
+            None
+        }
     }
-    true
 }
 
 impl E2e {
-    /// Starts everything; `kubernetes` is appended to the `[runners.kubernetes]` table (and
-    /// may open sub-tables after it).
-    async fn start(minor: u32, kubernetes: &str) -> Option<Self> {
-        Self::start_with(minor, kubernetes, false).await
+    /// A namespace, the GitLab double (on the node's address, where pods reach it) and the
+    /// runner; `kubernetes` is appended to the `[runners.kubernetes]` table (and may open
+    /// sub-tables after it).
+    async fn start(kubernetes: &str) -> Option<Self> {
+        Self::start_with(kubernetes, false).await
     }
 
     /// As [`E2e::start`]; with `behind_proxy`, the runner reaches the API server through a
-    /// [`CutProxy`] the test controls.
-    async fn start_with(minor: u32, kubernetes: &str, behind_proxy: bool) -> Option<Self> {
-        Self::start_with_cluster(minor, kubernetes, behind_proxy, |o| o).await
-    }
-
-    /// As [`E2e::start_with`], with the cluster's options changed by `configure`.
-    async fn start_with_cluster(
-        minor: u32,
-        kubernetes: &str,
-        behind_proxy: bool,
-        configure: impl FnOnce(ClusterOptions) -> ClusterOptions,
-    ) -> Option<Self> {
-        if !available() {
-            return None;
-        }
+    /// [`CutProxy`] the test controls (in front of `kubectl proxy`, so it sees plain HTTP).
+    async fn start_with(kubernetes: &str, behind_proxy: bool) -> Option<Self> {
+        let info = shared_cluster()?;
+        let client = info.client().await.expect("a client of the shared cluster");
+        let namespace = shared::test_namespace(&client, "e2e").await;
         let dir = tempfile::Builder::new().prefix("e2e").tempdir_in("/tmp").expect("temp dir");
-        let options = configure(
-            ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor, patch: 0 }),
-        );
-        let cluster = LocalCluster::start(options).await.expect("local cluster starts");
-        let client = cluster.kube_client().await.expect("client");
-        let mock = MockCoordinator::start().await;
+        let mock = MockCoordinator::start_on(info.node_ip).await;
         mock.set_update_interval_header(Some(1));
         let config = format!(
             "concurrent = 4\ncheck_interval = 1\n\
              [[runners]]\nname = \"e2e\"\nurl = \"{url}\"\ntoken = \"{token}\"\nexecutor = \"kubernetes\"\n\
-             [runners.kubernetes]\nnamespace = \"default\"\nimage = \"localhost/busybox:latest\"\n\
+             [runners.kubernetes]\nnamespace = \"{namespace}\"\nimage = \"localhost/busybox:latest\"\n\
              helper_image = \"localhost/helper:latest\"\npull_policy = \"if-not-present\"\npoll_timeout = 60\n\
-             cleanup_grace_period_seconds = 1\n\
+             cleanup_grace_period_seconds = 1\npod_termination_grace_period_seconds = 1\n\
              {kubernetes}\n",
             url = mock.url(),
             token = mock.runner_token(),
         );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("write config");
         let (proxy, kubeconfig) = if behind_proxy {
-            let upstream = cluster.url().trim_start_matches("http://").parse().expect("address");
-            let proxy = CutProxy::start(upstream).await;
+            let api = shared::ApiProxy::start(&info).await.expect("kubectl proxy starts");
+            let proxy = CutProxy::start(api.addr).await;
             let path = dir.path().join("kubeconfig-via-proxy");
             cluster::write_kubeconfig(&path, &format!("http://{}", proxy.addr))
                 .expect("kubeconfig");
-            (Some(proxy), path)
+            (Some((proxy, api)), path)
         } else {
-            (None, cluster.kubeconfig_path().to_path_buf())
+            (None, info.kubeconfig.clone())
         };
-        let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, config).expect("write config");
         let runner = start_runner(&config_path, &kubeconfig);
-        Some(Self { cluster, client, mock, runner, proxy, config_path, kubeconfig, _dir: dir })
+        Some(Self {
+            info,
+            client,
+            namespace,
+            mock,
+            runner,
+            proxy,
+            config_path,
+            kubeconfig,
+            _dir: dir,
+        })
     }
 
     /// Starts the runner again with the same config (after it was killed).
@@ -120,8 +130,26 @@ impl E2e {
         self.runner = start_runner(&self.config_path, &self.kubeconfig);
     }
 
+    /// The cut proxy (for tests started with `behind_proxy`).
+    fn cut_proxy(&self) -> &CutProxy {
+        &self.proxy.as_ref().expect("started behind the proxy").0
+    }
+
+    /// The job's pod (the only one in the namespace) and its name.
+    async fn the_pod(&self) -> (Api<Pod>, String) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let listed = pods.list(&ListParams::default()).await.expect("list pods").items;
+        let name = listed.first().and_then(|p| p.metadata.name.clone()).expect("a job pod");
+        (pods, name)
+    }
+
     fn runner_log(&self) -> String {
         self.runner.log()
+    }
+
+    /// The runner's requests in this test's namespace, from the API server's audit log.
+    fn requests(&self) -> Vec<RequestRecord> {
+        shared::runner_requests_in(&self.info, &self.namespace)
     }
 
     /// Runs `job` to its end and returns its handle and the trace as text.
@@ -138,11 +166,11 @@ impl E2e {
         (handle, trace)
     }
 
-    /// When the first pod appears in the cluster (seen through a watch started now), and the pod
-    /// as the API server stored it.
+    /// When the first pod appears in the namespace (seen through a watch started now), and the
+    /// pod as the API server stored it.
     fn first_pod_seen(&self) -> tokio::task::JoinHandle<(Instant, Pod)> {
         use futures::StreamExt as _;
-        let pods: Api<Pod> = Api::all(self.client.clone());
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         tokio::spawn(async move {
             let mut events =
                 kube::runtime::watcher(pods, kube::runtime::watcher::Config::default()).boxed();
@@ -159,17 +187,9 @@ impl E2e {
         })
     }
 
-    /// The job's pod (the only one in `default`) and its name.
-    async fn the_pod(&self) -> (Api<Pod>, String) {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "default");
-        let listed = pods.list(&ListParams::default()).await.expect("list pods").items;
-        let name = listed.first().and_then(|p| p.metadata.name.clone()).expect("a job pod");
-        (pods, name)
-    }
-
-    /// Waits until no pod is left in the cluster.
+    /// Waits until no pod is left in the namespace.
     async fn assert_no_pod_left(&self) {
-        let pods: Api<Pod> = Api::all(self.client.clone());
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = pods.list(&ListParams::default()).await.expect("list pods").items;
@@ -190,33 +210,13 @@ impl E2e {
         let status =
             self.runner.wait(Duration::from_secs(30)).await.expect("the runner stops on SIGTERM");
         assert_eq!(status.code(), Some(0), "runner log:\n{}", self.runner_log());
-        self.cluster.shutdown().await;
+        shared::delete_namespace(&self.client, &self.namespace).await;
     }
-}
-
-/// Keeps a job's trace under `$E2E_TRACE_DIR` (to read what a user would see), when set.
-fn save_trace(handle: &JobHandle, trace: &str) {
-    if let Ok(dir) = std::env::var("E2E_TRACE_DIR") {
-        let _ = std::fs::write(format!("{dir}/{}-{}.log", std::process::id(), handle.id()), trace);
-    }
-}
-
-fn no_git() -> MockJob {
-    MockJob::new("e2e").image("localhost/busybox:latest").variable("GIT_STRATEGY", "none")
-}
-
-/// The effective-security row of `container` in the job log.
-fn security_row<'a>(trace: &'a str, container: &str) -> &'a str {
-    trace
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(container))
-        .unwrap_or_else(|| panic!("no security row for {container} in:\n{trace}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn build_unconfined_runs_without_seccomp_and_the_job_succeeds() {
     let Some(e2e) = E2e::start(
-        33,
         "[runners.kubernetes.build_container_security_context]\n\
          seccomp_profile_type = \"Unconfined\"\napp_armor_profile_type = \"Unconfined\"\n",
     )
@@ -241,12 +241,17 @@ async fn build_unconfined_runs_without_seccomp_and_the_job_succeeds() {
     e2e.assert_no_pod_left().await;
     // Requests of this job (its pod's create, execs and delete) against the budget of
     // 4 + 2 x stages (get_sources, step_script, cleanup_file_variables); the watch is shared.
-    let requests = e2e.cluster.requests();
+    let requests = e2e.requests();
     let of_job: Vec<_> = requests
         .iter()
         .filter(|r| r.resource == "pods" && (r.name.is_some() || r.verb == "create"))
         .collect();
-    assert!(of_job.len() <= 4 + 2 * 3, "{} requests: {of_job:#?}", of_job.len());
+    assert!(
+        of_job.len() <= 4 + 2 * 3,
+        "{} requests: {of_job:#?}\nrunner log:\n{}",
+        of_job.len(),
+        e2e.runner_log()
+    );
     let watches = requests.iter().filter(|r| r.verb == "watch").count();
     assert_eq!(watches, 1, "one shared watch: {requests:#?}");
     e2e.stop().await;
@@ -255,7 +260,6 @@ async fn build_unconfined_runs_without_seccomp_and_the_job_succeeds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_runtime_default_filters_the_build_and_the_log_shows_the_helper_inherits_it() {
     let Some(e2e) = E2e::start(
-        33,
         "[runners.kubernetes.pod_security_context]\nseccomp_profile_type = \"RuntimeDefault\"\n",
     )
     .await
@@ -274,9 +278,7 @@ async fn pod_runtime_default_filters_the_build_and_the_log_shows_the_helper_inhe
 #[tokio::test(flavor = "multi_thread")]
 async fn a_localhost_profile_denying_mkdir_fails_the_script_with_exit_code_1_and_after_script_runs()
 {
-    let Some(e2e) = E2e::start(
-        33,
-        "[runners.kubernetes.build_container_security_context]\n\
+    let Some(e2e) = E2e::start("[runners.kubernetes.build_container_security_context]\n\
          seccomp_profile_type = \"Localhost\"\nseccomp_profile_localhost_profile = \"profiles/deny-mkdir.json\"\n",
     )
     .await
@@ -305,9 +307,7 @@ async fn a_localhost_profile_denying_mkdir_fails_the_script_with_exit_code_1_and
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
 async fn a_missing_localhost_profile_fails_within_5_seconds_naming_container_profile_and_node() {
-    let Some(e2e) = E2e::start(
-        33,
-        "[runners.kubernetes.build_container_security_context]\n\
+    let Some(e2e) = E2e::start("[runners.kubernetes.build_container_security_context]\n\
          seccomp_profile_type = \"Localhost\"\nseccomp_profile_localhost_profile = \"profiles/absent.json\"\n",
     )
     .await
@@ -345,7 +345,7 @@ async fn a_missing_localhost_profile_fails_within_5_seconds_naming_container_pro
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_3_is_reported_with_after_script_and_masked_values_never_reach_the_trace() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let job = no_git()
         .masked_variable("SECRET_VALUE", "s3cr3t-v4lu3-abc")
         .file_variable("MY_FILE", "file content\n")
@@ -382,18 +382,14 @@ async fn exit_3_is_reported_with_after_script_and_masked_values_never_reach_the_
     let update = job.final_update().expect("final update");
     assert_eq!(update.exit_code, Some(3));
     assert_eq!(update.failure_reason.as_deref(), Some("script_failure"));
-    let pods: Api<Pod> = Api::all(e2e.client.clone());
     e2e.assert_no_pod_left().await;
-    assert!(pods.list(&ListParams::default()).await.expect("list").items.is_empty());
     e2e.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn container_settings_win_over_the_pod_and_ignored_settings_are_warned_about_in_the_job_log()
 {
-    let Some(e2e) = E2e::start(
-        33,
-        "[runners.kubernetes.pod_security_context]\nseccomp_profile_type = \"RuntimeDefault\"\n\
+    let Some(e2e) = E2e::start("[runners.kubernetes.pod_security_context]\nseccomp_profile_type = \"RuntimeDefault\"\n\
          [runners.kubernetes.build_container_security_context]\nseccomp_profile_type = \"Unconfined\"\n\
          [runners.kubernetes.helper_container_security_context]\nseccomp_profile_type = \"Bogus\"\n\
          [runners.kubernetes.init_permissions_container_security_context]\nseccomp_profile_type = \"Localhost\"\n",
@@ -421,42 +417,9 @@ async fn container_settings_win_over_the_pod_and_ignored_settings_are_warned_abo
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn on_a_1_29_cluster_app_armor_travels_as_the_annotation_and_nothing_is_dropped() {
-    let Some(e2e) = E2e::start(
-        29,
-        "[runners.kubernetes.build_container_security_context]\napp_armor_profile_type = \"Unconfined\"\n",
-    )
-    .await
-    else {
-        return;
-    };
-    let seen = e2e.first_pod_seen();
-    let (job, trace) = e2e.run(no_git().script(&["echo ran"])).await;
-    assert_eq!(job.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
-    let (_, pod) = seen.await.expect("the pod was seen");
-    let annotations = pod.metadata.annotations.unwrap_or_default();
-    assert_eq!(
-        annotations.get("container.apparmor.security.beta.kubernetes.io/build").map(String::as_str),
-        Some("unconfined"),
-        "{annotations:?}"
-    );
-    let build =
-        pod.spec.expect("spec").containers.into_iter().find(|c| c.name == "build").expect("build");
-    assert!(
-        build.security_context.and_then(|s| s.app_armor_profile).is_none(),
-        "no field below 1.30"
-    );
-    assert!(trace.contains("Kubernetes 1.29"), "{trace}");
-    assert!(security_row(&trace, "build").contains("Unconfined"), "{trace}");
-    assert!(!e2e.runner_log().contains("unknown field"), "{}", e2e.runner_log());
-    e2e.assert_no_pod_left().await;
-    e2e.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
 async fn canceling_stops_the_script_runs_after_script_and_reports_canceled_within_10_seconds() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let job = no_git()
         .script(&["echo started", "sleep 120", "echo never"])
         .after_script(&["echo after $CI_JOB_STATUS"]);
@@ -481,7 +444,7 @@ async fn canceling_stops_the_script_runs_after_script_and_reports_canceled_withi
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
 async fn canceled_stops_at_once_without_after_script_and_deletes_the_pod() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let job = no_git().script(&["echo started", "sleep 120"]).after_script(&["echo after-ran"]);
     let handle = e2e.mock.enqueue(&job);
     assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
@@ -498,7 +461,7 @@ async fn canceled_stops_at_once_without_after_script_and_deletes_the_pod() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_job_timeout_fails_the_job_as_job_execution_timeout_and_deletes_the_pod() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let job = no_git().timeout(8).script(&["echo started", "sleep 120"]);
     let started = Instant::now();
     let (handle, trace) = e2e.run(job).await;
@@ -514,7 +477,7 @@ async fn the_job_timeout_fails_the_job_as_job_execution_timeout_and_deletes_the_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_30000_line_log_arrives_byte_for_byte_and_a_masked_value_split_across_writes_is_masked() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let job = no_git()
         .masked_variable("SPLIT_SECRET", "first-half-second-half")
         .variable("PART_ONE", "first-half")
@@ -536,10 +499,10 @@ async fn a_30000_line_log_arrives_byte_for_byte_and_a_masked_value_split_across_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_sources_fetches_over_smart_http_at_the_job_sha_and_never_prints_the_token() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let token: Arc<Mutex<Option<String>>> = Arc::default();
     let server_token = Arc::clone(&token);
-    let server = GitServer::start("hello from the repository\n", move || {
+    let server = GitServer::start(e2e.info.node_ip, "hello from the repository\n", move || {
         server_token.lock().expect("lock").clone()
     })
     .await;
@@ -588,7 +551,7 @@ async fn get_sources_fetches_over_smart_http_at_the_job_sha_and_never_prints_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_script_reaches_a_service_container_by_its_alias() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -617,7 +580,7 @@ async fn the_script_reaches_a_service_container_by_its_alias() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_running_job_finish_then_the_runner_exits_0() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let handle = e2e.mock.enqueue(&no_git().script(&["echo started", "sleep 3", "echo finished"]));
     assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
     let mut e2e = e2e;
@@ -633,13 +596,13 @@ async fn sigterm_lets_the_running_job_finish_then_the_runner_exits_0() {
         "no new job is requested after SIGTERM"
     );
     e2e.assert_no_pod_left().await;
-    e2e.cluster.shutdown().await;
+    shared::delete_namespace(&e2e.client, &e2e.namespace).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::print_stdout)] // reason: the measured exit belongs in the test output
 async fn a_second_sigterm_aborts_the_job_deletes_its_pod_and_exits_1() {
-    let Some(mut e2e) = E2e::start(33, "").await else { return };
+    let Some(mut e2e) = E2e::start("").await else { return };
     let job = no_git()
         .script(&["echo started", "sleep 300"])
         .after_script(&["echo after-never"])
@@ -670,19 +633,16 @@ async fn a_second_sigterm_aborts_the_job_deletes_its_pod_and_exits_1() {
         "reported, so not left for the next start"
     );
     e2e.assert_no_pod_left().await;
-    e2e.cluster.shutdown().await;
+    shared::delete_namespace(&e2e.client, &e2e.namespace).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_servers_warnings_about_the_pod_are_in_the_job_log() {
-    // A 1.32 server drops `lifecycle.stopSignal` (1.33) with a Warning header.
-    let Some(e2e) = E2e::start(
-        32,
-        "[runners.feature_flags]\nFF_USE_ADVANCED_POD_SPEC_CONFIGURATION = true\n\
-         [[runners.kubernetes.pod_spec]]\nname = \"stop-signal\"\npatch_type = \"strategic\"\n\
-         patch = '''\ncontainers:\n  - name: build\n    lifecycle:\n      stopSignal: SIGUSR1\n'''\n",
-    )
-    .await
+    // The real API server warns about a deprecated node label in a selector (the kubelet still
+    // sets it, so the pod runs).
+    let Some(e2e) =
+        E2e::start("[runners.kubernetes.node_selector]\n\"beta.kubernetes.io/arch\" = \"amd64\"\n")
+            .await
     else {
         return;
     };
@@ -693,7 +653,9 @@ async fn the_api_servers_warnings_about_the_pod_are_in_the_job_log() {
         "{trace}"
     );
     assert!(
-        trace.contains(r#"WARNING: unknown field "spec.containers[0].lifecycle.stopSignal""#),
+        trace.contains(
+            r#"WARNING: spec.nodeSelector[beta.kubernetes.io/arch]: deprecated since v1.14; use "kubernetes.io/arch" instead"#
+        ),
         "{trace}"
     );
     e2e.assert_no_pod_left().await;
@@ -702,7 +664,7 @@ async fn the_api_servers_warnings_about_the_pod_are_in_the_job_log() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn registry_credentials_become_an_image_pull_secret_that_is_deleted_with_the_pod() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let seen = e2e.first_pod_seen();
     let job = no_git()
         .registry_credential("registry.example.com", "deployer", "p4ssw0rd-never-printed")
@@ -718,7 +680,7 @@ async fn registry_credentials_become_an_image_pull_secret_that_is_deleted_with_t
         .map(|r| r.name)
         .collect();
     assert_eq!(pull_secrets, ["runner-mock-runn-job-1001-registry"], "{pull_secrets:?}");
-    let requests = e2e.cluster.requests();
+    let requests = e2e.requests();
     let on_secrets: Vec<(String, u16)> = requests
         .iter()
         // The job's own requests; the runner's sweep lists secrets at start and every minute.
@@ -742,7 +704,7 @@ async fn registry_credentials_become_an_image_pull_secret_that_is_deleted_with_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_script_is_stopped_at_its_own_timeout_and_the_job_still_succeeds() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let job = no_git()
         .variable("RUNNER_AFTER_SCRIPT_TIMEOUT", "2s")
         .script(&["echo main"])
@@ -771,7 +733,7 @@ async fn after_script_is_stopped_at_its_own_timeout_and_the_job_still_succeeds()
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::print_stdout)] // reason: the measured recovery belongs in the test output
 async fn a_cut_api_connection_mid_stage_loses_no_byte_and_runs_the_stage_once() {
-    let Some(e2e) = E2e::start_with(33, "", true).await else { return };
+    let Some(e2e) = E2e::start_with("", true).await else { return };
     let job = no_git().script(&[
         "echo start >> \"$CI_BUILDS_DIR/starts\"; echo \"starts: $(wc -l < \"$CI_BUILDS_DIR/starts\")\"",
         "i=0; while [ $i -lt 80 ]; do echo \"numbered line $i\"; i=$((i+1)); sleep 0.1; done",
@@ -782,7 +744,7 @@ async fn a_cut_api_connection_mid_stage_loses_no_byte_and_runs_the_stage_once() 
         "{}",
         e2e.runner_log()
     );
-    let proxy = e2e.proxy.as_ref().expect("behind the proxy");
+    let proxy = e2e.cut_proxy();
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(3)).await;
     proxy.restore().await;
@@ -808,8 +770,8 @@ async fn a_cut_api_connection_mid_stage_loses_no_byte_and_runs_the_stage_once() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_launch_response_is_retried_without_running_the_stage_twice() {
-    let Some(e2e) = E2e::start_with(33, "", true).await else { return };
-    let proxy = e2e.proxy.as_ref().expect("behind the proxy");
+    let Some(e2e) = E2e::start_with("", true).await else { return };
+    let proxy = e2e.cut_proxy();
     // The step_script launch reaches the API server and runs; its answer never arrives.
     proxy.lose_response(&["command=launch&", "command=step_script"], 1);
     // Counted after a pause, so that a second run started by the retry would be counted.
@@ -833,52 +795,22 @@ async fn a_lost_launch_response_is_retried_without_running_the_stage_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_demo_runs_the_feature_requests_cases_and_prints_their_summary() {
-    if !available() {
-        return;
-    }
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo.toml");
-    let mut out = Vec::new();
-    let results = podrunner_local_cluster::demo::run(
-        std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
-        &config,
-        &mut out,
-    )
-    .await
-    .expect("the demo runs");
-    let text = String::from_utf8_lossy(&out);
-    assert!(podrunner_local_cluster::demo::problems(&results).is_empty(), "{text}");
-    for line in [
-        "buildkit-unconfined    success, Seccomp: 0,",
-        "aks-runtime-default    success, Seccomp: 2,",
-        "localhost-deny-mkdir   failed (script_failure, exit code 1), Seccomp: 2, mkdir denied,",
-        "localhost-missing      failed (runner_configuration_error),",
-        "exit-3-after-script    failed (script_failure, exit code 3),",
-        "job-timeout            failed (job_execution_timeout),",
-        "apparmor-runtime-default SKIPPED: AppArmor is not enabled in this kernel",
-    ] {
-        assert!(text.lines().any(|l| l.starts_with(line)), "{line:?} missing from:\n{text}");
-    }
-    assert_eq!(text.matches("Effective security of every container").count(), 6, "{text}");
-    assert!(text.contains("everything it started is stopped"), "{text}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn an_exhausted_quota_is_waited_out_and_said_once() {
     use kube::api::{DeleteParams, PostParams};
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
-        Api::namespaced(e2e.client.clone(), "default");
+        Api::namespaced(e2e.client.clone(), &e2e.namespace);
     let quota = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "ci-pods"}, "spec": {"hard": {"pods": "1"}}
     }))
     .expect("quota");
     quotas.create(&PostParams::default(), &quota).await.expect("create the quota");
-    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), &e2e.namespace);
     let blocker = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "blocker"},
         "spec": {"restartPolicy": "Never", "containers": [
-            {"name": "main", "image": "localhost/busybox:latest", "command": ["sleep", "4"]}
+            {"name": "main", "image": "localhost/busybox:latest", "imagePullPolicy": "IfNotPresent",
+             "command": ["sleep", "4"]}
         ]}
     }))
     .expect("pod");
@@ -899,65 +831,9 @@ async fn an_exhausted_quota_is_waited_out_and_said_once() {
     e2e.stop().await;
 }
 
-/// Waits for the job's end and returns how long it took from `since`.
-async fn finished_within(handle: &JobHandle, since: Instant) -> Duration {
-    let state = handle.wait_finished(JOB_WAIT).await;
-    assert!(matches!(state, JobState::Failed | JobState::Success), "{state:?}");
-    since.elapsed()
-}
-
-/// The end of every pod-fault test: the job failed within 10 s of `since` as a system failure
-/// whose log says `expected`; prints the delay (`event` names the fault) and returns the trace.
-#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
-async fn assert_system_failure_soon(
-    handle: &JobHandle,
-    since: Instant,
-    event: &str,
-    expected: &str,
-) -> String {
-    let took = finished_within(handle, since).await;
-    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
-    save_trace(handle, &trace);
-    println!("{event}: the job failed {took:?} later");
-    assert!(took < Duration::from_secs(10), "took {took:?} after {event}\n{trace}");
-    assert_eq!(handle.state(), JobState::Failed, "{trace}");
-    let update = handle.final_update().expect("final update");
-    assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"), "{trace}");
-    assert!(trace.contains(expected), "{trace}");
-    trace
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_lost_node_fails_the_job_within_10_seconds_naming_it_and_nothing_is_left_once_it_returns()
-{
-    // The node monitor grace period is 40-50 s in real clusters; 3 s here.
-    let Some(e2e) =
-        E2e::start_with_cluster(33, "", false, |o| o.node_monitor_grace(Duration::from_secs(3)))
-            .await
-    else {
-        return;
-    };
-    let handle = e2e.mock.enqueue(&no_git().script(&["echo started", "sleep 300"]));
-    assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
-    let (pods, name) = e2e.the_pod().await;
-    let stopped = Instant::now();
-    e2e.cluster.stop_node_agent();
-    let expected =
-        "node local-node was lost while the job ran: its Ready condition is Unknown since ";
-    let trace = assert_system_failure_soon(&handle, stopped, "node agent stopped", expected).await;
-    assert!(trace.contains("(NodeStatusUnknown: Kubelet stopped posting node status.)"), "{trace}");
-    assert!(trace.contains(&format!("cannot reach pod default/{name} there")), "{trace}");
-    // The deletion waits for the node, as a real pod on a lost node stays Terminating.
-    let pod = pods.get(&name).await.expect("the pod is still there");
-    assert!(pod.metadata.deletion_timestamp.is_some(), "deleted, waiting for its node");
-    e2e.cluster.start_node_agent();
-    e2e.assert_no_pod_left().await;
-    e2e.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_deleted_mid_stage_fails_the_job_within_10_seconds_saying_so() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let job = no_git().script(&["echo started", "sleep 120"]).after_script(&["echo after-ran"]);
     let handle = e2e.mock.enqueue(&job);
     assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
@@ -965,7 +841,7 @@ async fn a_pod_deleted_mid_stage_fails_the_job_within_10_seconds_saying_so() {
     let deleted = Instant::now();
     // As an operator or a controller would: the pod's own grace period (30 s) applies.
     pods.delete(&name, &kube::api::DeleteParams::default()).await.expect("delete");
-    let expected = format!("pod default/{name} was deleted while the job ran");
+    let expected = format!("pod {}/{name} was deleted while the job ran", e2e.namespace);
     let trace = assert_system_failure_soon(&handle, deleted, "pod deleted", &expected).await;
     assert!(!trace.contains("after-ran"), "after_script cannot run in a deleted pod: {trace}");
     e2e.assert_no_pod_left().await;
@@ -974,7 +850,7 @@ async fn a_pod_deleted_mid_stage_fails_the_job_within_10_seconds_saying_so() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_script_past_the_memory_limit_is_oom_killed_and_the_log_says_so() {
-    let Some(e2e) = E2e::start(33, "memory_limit = \"32Mi\"").await else { return };
+    let Some(e2e) = E2e::start("memory_limit = \"32Mi\"").await else { return };
     let job = no_git().script(&[
         "echo before",
         "dd if=/dev/zero of=/dev/null bs=96M count=1",
@@ -998,7 +874,7 @@ async fn a_script_past_the_memory_limit_is_oom_killed_and_the_log_says_so() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_evicted_pod_fails_the_job_within_10_seconds_naming_the_eviction_and_the_node() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let job = no_git().script(&["echo started", "sleep 120"]);
     let handle = e2e.mock.enqueue(&job);
     assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
@@ -1007,14 +883,14 @@ async fn an_evicted_pod_fails_the_job_within_10_seconds_naming_the_eviction_and_
     // As `kubectl drain` does: the Eviction API, the pod's own grace period.
     pods.evict(&name, &kube::api::EvictParams::default()).await.expect("evict");
     let expected = format!(
-        "pod default/{name} was disrupted on node local-node while the job ran (EvictionByEvictionAPI: Eviction API: evicting)"
+        "pod {}/{name} was disrupted on node local-node while the job ran (EvictionByEvictionAPI: Eviction API: evicting)",
+        e2e.namespace
     );
     assert_system_failure_soon(&handle, evicted, "pod evicted", &expected).await;
     e2e.assert_no_pod_left().await;
-    let evictions = e2e
-        .cluster
-        .requests()
+    let evictions = shared::audit_records(&e2e.info)
         .iter()
+        .filter(|r| r.namespace.as_deref() == Some(e2e.namespace.as_str()))
         .filter(|r| r.subresource.as_deref() == Some("eviction") && r.code == 201)
         .count();
     assert_eq!(evictions, 1);
@@ -1025,7 +901,6 @@ async fn an_evicted_pod_fails_the_job_within_10_seconds_naming_the_eviction_and_
 async fn a_pod_deleted_before_it_runs_fails_the_job_at_once_not_at_poll_timeout() {
     // A Secret volume whose Secret does not exist keeps the pod in ContainerCreating.
     let Some(e2e) = E2e::start(
-        33,
         "[[runners.kubernetes.volumes.secret]]\nname = \"absent\"\nmount_path = \"/absent\"",
     )
     .await
@@ -1037,60 +912,20 @@ async fn a_pod_deleted_before_it_runs_fails_the_job_at_once_not_at_poll_timeout(
     let (pods, name) = e2e.the_pod().await;
     let deleted = Instant::now();
     pods.delete(&name, &kube::api::DeleteParams::default()).await.expect("delete");
-    let expected = format!("pod default/{name} was deleted while the job ran");
+    let expected = format!("pod {}/{name} was deleted while the job ran", e2e.namespace);
     let event = "pod deleted before it ran (poll_timeout is 60 s)";
     assert_system_failure_soon(&handle, deleted, event, &expected).await;
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
 }
 
-/// How many pod creates the API server answered with `code`.
-fn pod_creates(e2e: &E2e, code: u16) -> usize {
-    let requests = e2e.cluster.requests();
-    requests
-        .iter()
-        .filter(|r| {
-            r.verb == "create" && r.resource == "pods" && r.subresource.is_none() && r.code == code
-        })
-        .count()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
-async fn an_overloaded_api_server_is_waited_out_with_retry_after_and_one_pod_is_created() {
-    use podrunner_local_cluster::apiserver::Overload;
-    let Some(e2e) = E2e::start(33, "").await else { return };
-    let refused = |code: u16| e2e.cluster.requests().iter().filter(|r| r.code == code).count();
-    for (code, retry_after) in [(429, Some(1)), (500, None), (503, Some(1))] {
-        // Every second request is refused for 6 s: the pod's create, the watch, the execs.
-        e2e.cluster.overload(Overload {
-            code,
-            every: 2,
-            retry_after,
-            duration: Duration::from_secs(6),
-        });
-        let before = refused(code);
-        let started = Instant::now();
-        let (handle, trace) = e2e.run(no_git().script(&["echo through"])).await;
-        println!("with every second request answered {code}, the job took {:?}", started.elapsed());
-        assert_eq!(handle.state(), JobState::Success, "{code}: {trace}\n{}", e2e.runner_log());
-        assert!(trace.contains("\nthrough\n"), "{trace}");
-        assert!(refused(code) > before, "the server refused requests with {code}");
-        // The test's own client is not the runner: it waits the overload out.
-        tokio::time::sleep_until((started + Duration::from_secs(6)).into()).await;
-        e2e.assert_no_pod_left().await;
-    }
-    assert_eq!(pod_creates(&e2e, 201), 3, "one pod per job");
-    assert_eq!(pod_creates(&e2e, 409), 0, "no create was executed twice");
-    e2e.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_create_whose_answer_is_lost_is_sent_again_and_the_pod_adopted() {
-    let Some(e2e) = E2e::start_with(33, "", true).await else { return };
-    let proxy = e2e.proxy.as_ref().expect("behind the proxy");
+    let Some(e2e) = E2e::start_with("", true).await else { return };
+    let proxy = e2e.cut_proxy();
     // The API server creates the pod; the runner never hears it did.
-    proxy.lose_response(&["POST /api/v1/namespaces/default/pods"], 1);
+    let create = format!("POST /api/v1/namespaces/{}/pods", e2e.namespace);
+    proxy.lose_response(&[create.as_str()], 1);
     let (handle, trace) = e2e.run(no_git().script(&["echo adopted"])).await;
     assert_eq!(handle.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
     assert_eq!(proxy.lost_responses(), 1);
@@ -1105,13 +940,13 @@ async fn a_pod_create_whose_answer_is_lost_is_sent_again_and_the_pod_adopted() {
 }
 
 /// A pod as if a job of this runner had created it: the runner's labels, `system_id`, job `id`.
-fn pod_of(name: &str, short_token: &str, system_id: &str, job_id: u64) -> Pod {
+fn pod_of(namespace: &str, name: &str, short_token: &str, system_id: &str, job_id: u64) -> Pod {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
-            "namespace": "default",
+            "namespace": namespace,
             "labels": {
                 "manager.runner.gitlab.com/id-short": short_token,
                 "manager.runner.gitlab.com/system-id": system_id,
@@ -1135,7 +970,7 @@ fn pod_of(name: &str, short_token: &str, system_id: &str, job_id: u64) -> Pod {
 #[allow(clippy::print_stdout)] // reason: the measured recovery belongs in the test output
 async fn a_runner_killed_mid_job_resumes_it_at_its_next_start_with_every_line_once() {
     use kube::api::PostParams;
-    let Some(mut e2e) = E2e::start(33, "").await else { return };
+    let Some(mut e2e) = E2e::start("").await else { return };
     let handle = e2e.mock.enqueue(&no_git().masked_variable("SECRET", "s3cr3tvalue").script(&[
         "echo run >> /tmp/starts",
         "for i in $(seq 1 40); do echo \"line $i s3cr3tvalue\"; sleep 0.1; done",
@@ -1169,12 +1004,18 @@ async fn a_runner_killed_mid_job_resumes_it_at_its_next_start_with_every_line_on
         .expect("system id file");
     let short = podrunner_executor_k8s::names::short_token(e2e.mock.runner_token());
     let short = podrunner_executor_k8s::names::sanitize_label(&short);
-    pods.create(&PostParams::default(), &pod_of("orphan", &short, system_id.trim(), 999))
-        .await
-        .expect("orphan pod");
-    pods.create(&PostParams::default(), &pod_of("other-replica", &short, "s_000000000000", 998))
-        .await
-        .expect("other replica's pod");
+    pods.create(
+        &PostParams::default(),
+        &pod_of(&e2e.namespace, "orphan", &short, system_id.trim(), 999),
+    )
+    .await
+    .expect("orphan pod");
+    pods.create(
+        &PostParams::default(),
+        &pod_of(&e2e.namespace, "other-replica", &short, "s_000000000000", 998),
+    )
+    .await
+    .expect("other replica's pod");
     let restarted = Instant::now();
     e2e.restart_runner();
     let new_pid = e2e.runner.pid().expect("the runner's pid");
@@ -1242,7 +1083,7 @@ async fn a_runner_killed_mid_job_resumes_it_at_its_next_start_with_every_line_on
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::print_stdout)] // reason: the measured hand-over belongs in the test output
 async fn sigusr2_hands_the_running_job_over_to_the_next_runner_process() {
-    let Some(mut e2e) = E2e::start(33, "").await else { return };
+    let Some(mut e2e) = E2e::start("").await else { return };
     let handle = e2e.mock.enqueue(&no_git().script(&[
         "echo run >> /tmp/starts",
         "for i in $(seq 1 30); do echo \"line $i\"; sleep 0.1; done",
@@ -1283,7 +1124,7 @@ async fn sigusr2_hands_the_running_job_over_to_the_next_runner_process() {
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
 async fn a_job_whose_pod_was_deleted_while_its_runner_was_down_fails_at_once_saying_so() {
-    let Some(mut e2e) = E2e::start(33, "").await else { return };
+    let Some(mut e2e) = E2e::start("").await else { return };
     let handle = e2e.mock.enqueue(&no_git().script(&["echo started; sleep 300"]));
     assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
     let (pods, job_pod) = e2e.the_pod().await;
@@ -1311,54 +1152,14 @@ async fn a_job_whose_pod_was_deleted_while_its_runner_was_down_fails_at_once_say
     let update = handle.final_update().expect("a final update");
     assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"));
     let gone = format!(
-        "ERROR: Job failed (system failure): the job's pod default/{job_pod} is gone: it was deleted while no runner process watched it (the process that ran the job ended), so the job cannot go on"
+        "ERROR: Job failed (system failure): the job's pod {}/{job_pod} is gone: it was deleted while no runner process watched it (the process that ran the job ended), so the job cannot go on",
+        e2e.namespace
     );
     assert!(trace.contains(&gone), "{trace}");
     assert!(trace.contains("\nstarted\n"), "the earlier log is kept: {trace}");
     assert_eq!(trace.matches("section_start:").count(), trace.matches("section_end:").count());
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
-}
-
-/// The `(verb, resource[/subresource])` pairs the rules of `deploy/base/<file>` grant.
-fn granted(file: &str) -> std::collections::BTreeSet<(String, String)> {
-    granted_by(&format!("base/{file}"))
-}
-
-/// The `(verb, resource[/subresource])` pairs the rules of `deploy/<file>` grant.
-fn granted_by(file: &str) -> std::collections::BTreeSet<(String, String)> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(file);
-    let text = std::fs::read_to_string(&path).expect("read the RBAC manifest");
-    let role: serde_json::Value = serde_norway::from_str(&text).expect("YAML");
-    let mut pairs = std::collections::BTreeSet::new();
-    for rule in role["rules"].as_array().expect("rules") {
-        assert_eq!(rule["apiGroups"], serde_json::json!([""]), "core resources only: {rule}");
-        for resource in rule["resources"].as_array().expect("resources") {
-            for verb in rule["verbs"].as_array().expect("verbs") {
-                let (verb, resource) =
-                    (verb.as_str().expect("verb"), resource.as_str().expect("resource"));
-                pairs.insert((verb.to_owned(), resource.to_owned()));
-            }
-        }
-    }
-    pairs
-}
-
-/// Every `(verb, resource[/subresource])` the runner sent to the API server.
-fn sent_by_the_runner(e2e: &E2e) -> std::collections::BTreeSet<(String, String)> {
-    e2e.cluster
-        .requests()
-        .into_iter()
-        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/")))
-        .filter(|r| !r.resource.starts_with('/'))
-        .map(|r| {
-            let resource = match &r.subresource {
-                Some(sub) => format!("{}/{sub}", r.resource),
-                None => r.resource.clone(),
-            };
-            (r.verb, resource)
-        })
-        .collect()
 }
 
 /// A namespace as `namespace_per_job` makes it: the runner label and the job-id annotation,
@@ -1387,7 +1188,7 @@ fn job_namespace(
 #[tokio::test(flavor = "multi_thread")]
 async fn namespace_per_job_runs_each_job_in_its_own_namespace_with_exactly_the_overlays_rbac() {
     use kube::api::PostParams;
-    let Some(mut e2e) = E2e::start(33, "namespace_per_job = true").await else { return };
+    let Some(mut e2e) = E2e::start("namespace_per_job = true").await else { return };
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(e2e.client.clone());
     let short = podrunner_executor_k8s::names::short_token(e2e.mock.runner_token());
     let short = podrunner_executor_k8s::names::sanitize_label(&short);
@@ -1460,188 +1261,9 @@ async fn namespace_per_job_runs_each_job_in_its_own_namespace_with_exactly_the_o
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_runner_sends_exactly_the_requests_the_deploy_rbac_grants() {
-    let Some(e2e) =
-        E2e::start_with_cluster(33, "", true, |o| o.node_monitor_grace(Duration::from_secs(3)))
-            .await
-    else {
-        return;
-    };
-    // A job with registry credentials whose pod create answer is lost (the replay finds the
-    // pod: a GET), then a job whose node is lost (the runner reads the node).
-    let proxy = e2e.proxy.as_ref().expect("behind the proxy");
-    proxy.lose_response(&["POST /api/v1/namespaces/default/pods"], 1);
-    let job = no_git()
-        .registry_credential("registry.example.com", "deployer", "p4ssw0rd")
-        .script(&["echo ran"]);
-    let (handle, trace) = e2e.run(job).await;
-    assert_eq!(handle.state(), JobState::Success, "{trace}\n{}", e2e.runner_log());
-    e2e.assert_no_pod_left().await;
-    let lost = e2e.mock.enqueue(&no_git().script(&["echo started", "sleep 300"]));
-    assert!(lost.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
-    e2e.cluster.stop_node_agent();
-    assert_eq!(lost.wait_finished(JOB_WAIT).await, JobState::Failed);
-    e2e.cluster.start_node_agent();
-    e2e.assert_no_pod_left().await;
-    let sent = sent_by_the_runner(&e2e);
-    let mut grants = granted("role.yaml");
-    grants.extend(granted("clusterrole.yaml"));
-    let missing: Vec<_> = sent.difference(&grants).collect();
-    let unused: Vec<_> = grants.difference(&sent).collect();
-    assert!(missing.is_empty(), "the runner sent requests the RBAC does not grant: {missing:?}");
-    assert!(unused.is_empty(), "the RBAC grants what the runner never sent: {unused:?}");
-    e2e.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_runner_image_runs_on_the_node_under_the_deployments_pod_security() {
-    use kube::api::{LogParams, PostParams};
-    if !available() {
-        return;
-    }
-    let dir = tempfile::Builder::new().prefix("e2e").tempdir_in("/tmp").expect("temp dir");
-    let cluster = LocalCluster::start(ClusterOptions::new(dir.path())).await.expect("cluster");
-    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_runner"));
-    let image = podrunner_local_cluster::node::build_runner_image(
-        &dir.path().join("runner-image"),
-        binary,
-        "localhost/podrunner:test",
-    )
-    .expect("the runner image builds");
-    cluster.import_images(std::slice::from_ref(&image)).await.expect("import");
-    let client = cluster.kube_client().await.expect("client");
-    let pods: Api<Pod> = Api::namespaced(client, "default");
-    // The Deployment's pod security, with the image's own user.
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "runner-image"},
-        "spec": {
-            "restartPolicy": "Never",
-            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "runner",
-                "image": "localhost/podrunner:test",
-                "imagePullPolicy": "Never",
-                "args": ["--version"],
-                "securityContext": {
-                    "allowPrivilegeEscalation": false,
-                    "readOnlyRootFilesystem": true,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-            }],
-        },
-    }))
-    .expect("pod");
-    pods.create(&PostParams::default(), &pod).await.expect("create");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let phase = loop {
-        let phase = pods.get("runner-image").await.expect("get").status.and_then(|s| s.phase);
-        if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
-            break phase;
-        }
-        assert!(Instant::now() < deadline, "the pod did not finish: {phase:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let logs = pods.logs("runner-image", &LogParams::default()).await.expect("logs");
-    assert_eq!(phase.as_deref(), Some("Succeeded"), "{logs}");
-    assert!(logs.starts_with("runner 0.1.0 ("), "{logs}");
-    cluster.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_runner_runs_in_the_cluster_as_the_deployments_pod_and_runs_a_job_there() {
-    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-    use kube::api::{DeleteParams, LogParams, PostParams};
-    if !available() {
-        return;
-    }
-    let dir = tempfile::Builder::new().prefix("e2e").tempdir_in("/tmp").expect("temp dir");
-    let cluster = LocalCluster::start(ClusterOptions::new(dir.path())).await.expect("cluster");
-    let image = podrunner_local_cluster::node::build_runner_image(
-        &dir.path().join("runner-image"),
-        std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
-        "localhost/podrunner:test",
-    )
-    .expect("the runner image builds");
-    cluster.import_images(std::slice::from_ref(&image)).await.expect("import");
-    let client = cluster.kube_client().await.expect("client");
-    let mock = MockCoordinator::start().await;
-    mock.set_update_interval_header(Some(1));
-    // What deploy/base gives the runner: its ServiceAccount, its config as a Secret, and the
-    // Deployment's pod (here in `default`, the image imported, never pulled).
-    let params = PostParams::default();
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-    let account = serde_json::from_value(serde_json::json!({"metadata": {"name": "podrunner"}}));
-    accounts.create(&params, &account.expect("account")).await.expect("service account");
-    let config = format!(
-        "concurrent = 2\ncheck_interval = 1\n\
-         [[runners]]\nname = \"in-cluster\"\nurl = \"{url}\"\ntoken = \"{token}\"\nexecutor = \"kubernetes\"\n\
-         [runners.kubernetes]\nnamespace = \"default\"\nimage = \"localhost/busybox:latest\"\n\
-         helper_image = \"localhost/helper:latest\"\npull_policy = \"if-not-present\"\n\
-         cleanup_grace_period_seconds = 1\n",
-        url = mock.url(),
-        token = mock.runner_token(),
-    );
-    let secret = serde_json::json!({
-        "metadata": {"name": "podrunner-config"},
-        "stringData": {"config.toml": config},
-    });
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    secrets
-        .create(&params, &serde_json::from_value(secret).expect("secret"))
-        .await
-        .expect("config secret");
-    let deployment: serde_json::Value = serde_norway::from_str(
-        &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../deploy/base/deployment.yaml"),
-        )
-        .expect("deployment.yaml"),
-    )
-    .expect("YAML");
-    let mut pod = deployment["spec"]["template"].clone();
-    // `defaultMode: 0400` is octal to Kubernetes' YAML 1.1 reader, a string to serde_norway's.
-    for volume in pod["spec"]["volumes"].as_array_mut().expect("volumes") {
-        if let Some(mode) = volume["secret"]["defaultMode"].as_str() {
-            volume["secret"]["defaultMode"] = i64::from_str_radix(mode, 8).expect("octal").into();
-        }
-    }
-    pod["metadata"]["name"] = "podrunner".into();
-    pod["spec"]["restartPolicy"] = "Never".into();
-    pod["spec"]["containers"][0]["image"] = "localhost/podrunner:test".into();
-    pod["spec"]["containers"][0]["imagePullPolicy"] = "Never".into();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    pods.create(&params, &serde_json::from_value(pod).expect("pod")).await.expect("runner pod");
-    let handle = mock.enqueue(&no_git().script(&["echo hello from the runner in the cluster"]));
-    let state = handle.wait_finished(JOB_WAIT).await;
-    let logs = pods.logs("podrunner", &LogParams::default()).await.unwrap_or_default();
-    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
-    save_trace(&handle, &trace);
-    assert_eq!(state, JobState::Success, "{trace}\nthe runner pod's log:\n{logs}");
-    assert!(trace.contains("\nhello from the runner in the cluster\n"), "{trace}");
-    // In-cluster config: the service account's token and CA, the API server over TLS.
-    let https = format!("cluster.url=\"https://{}/\"", cluster.https_address());
-    assert!(logs.contains("connected to the cluster") && logs.contains(&https), "{https}\n{logs}");
-    let runner_requests = cluster
-        .requests()
-        .into_iter()
-        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/")))
-        .count();
-    assert!(runner_requests > 0, "the runner pod talked to the API server");
-    pods.delete("podrunner", &DeleteParams::default().grace_period(0)).await.expect("delete");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pods.list(&ListParams::default()).await.expect("list").items.is_empty() {
-        assert!(Instant::now() < deadline, "the job's pod and the runner's are gone");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    cluster.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_left_job_that_cannot_be_resumed_is_cleaned_up_in_the_namespace_its_variables_chose() {
     use kube::api::PostParams;
-    let Some(mut e2e) = E2e::start(33, "namespace_overwrite_allowed = \"ci-.*\"").await else {
+    let Some(mut e2e) = E2e::start("namespace_overwrite_allowed = \"ci-.*\"").await else {
         return;
     };
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(e2e.client.clone());
@@ -1725,7 +1347,7 @@ fn job_with_artifacts(name: &str) -> MockJob {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn artifacts_of_one_job_reach_gitlab_and_the_next_job_reads_them_through_object_storage() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let (a, trace) = e2e.run(job_with_artifacts("a")).await;
     assert_eq!(a.state(), JobState::Success, "{trace}");
     for needle in [
@@ -1793,11 +1415,12 @@ async fn artifacts_of_one_job_reach_gitlab_and_the_next_job_reads_them_through_o
     ]);
     let (b, trace) = e2e.run(b).await;
     assert_eq!(b.state(), JobState::Success, "{trace}");
+    let host = format!("host={}", e2e.info.node_ip);
     for needle in [
         "Downloading artifacts",
         &format!("Downloading artifacts for a ({})...", a.id()),
         "Downloading artifacts from coordinator... ok",
-        "host=127.0.0.1",
+        &host,
         "Extracted 2 files, 3 directories, 1 symbolic links",
         "top\n",
         "deep\n",
@@ -1819,7 +1442,7 @@ async fn artifacts_of_one_job_reach_gitlab_and_the_next_job_reads_them_through_o
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_413_fails_the_job_a_500_is_retried_and_an_expired_dependency_fails_before_the_script() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     e2e.mock.fail_next_artifact_uploads(&[500]);
     let (retried, trace) = e2e.run(job_with_artifacts("retried")).await;
     assert_eq!(retried.state(), JobState::Success, "{trace}");
@@ -1862,7 +1485,7 @@ async fn a_413_fails_the_job_a_500_is_retried_and_an_expired_dependency_fails_be
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_failure_artifacts_are_uploaded_only_from_a_failing_job() {
-    let Some(e2e) = E2e::start(33, "").await else { return };
+    let Some(e2e) = E2e::start("").await else { return };
     let artifacts = serde_json::json!([
         {"name": "failure-logs", "paths": ["logs/"], "when": "on_failure"},
         {"name": "success-out", "paths": ["logs/"], "when": "on_success"},
@@ -1904,7 +1527,7 @@ async fn a_cache_pushed_by_one_pod_is_pulled_by_key_in_the_next_and_by_a_fallbac
     }
     let s3 =
         podrunner_local_cluster::s3::S3Server::start("podrunner-cache").await.expect("moto starts");
-    let Some(e2e) = E2e::start(33, &s3.cache_config("ci")).await else { return };
+    let Some(e2e) = E2e::start(&s3.cache_config("ci")).await else { return };
     let push = no_git()
         .script(&[
             "mkdir -p vendor/lib",
@@ -1959,4 +1582,31 @@ async fn a_cache_pushed_by_one_pod_is_pulled_by_key_in_the_next_and_by_a_fallbac
     }
     e2e.assert_no_pod_left().await;
     e2e.stop().await;
+}
+
+/// Every `(verb, resource[/subresource])` the runner sent to the API server in the test's
+/// namespaces (the audit log records an exec's websocket `GET` as `get`; the authorizer also
+/// asks for `create`, which the RBAC rules grant).
+fn pod_creates(e2e: &E2e, code: u16) -> usize {
+    e2e.requests()
+        .iter()
+        .filter(|r| {
+            r.verb == "create" && r.resource == "pods" && r.subresource.is_none() && r.code == code
+        })
+        .count()
+}
+
+fn sent_by_the_runner(e2e: &E2e) -> std::collections::BTreeSet<(String, String)> {
+    shared::audit_records(&e2e.info)
+        .into_iter()
+        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/")))
+        .filter(|r| !r.resource.starts_with('/'))
+        .map(|r| {
+            let resource = match &r.subresource {
+                Some(sub) => format!("{}/{sub}", r.resource),
+                None => r.resource.clone(),
+            };
+            (r.verb, resource)
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@ pub mod apiserver;
 pub mod cluster;
 pub mod contract;
 pub mod demo;
+pub mod kubernetes;
 pub mod node;
 pub mod runner_process;
 pub mod s3;

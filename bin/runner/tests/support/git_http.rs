@@ -14,7 +14,7 @@ const HTTP_BACKEND: &str = "/usr/lib/git-core/git-http-backend";
 
 /// A running server with one repository, `group/demo.git`, whose `main` has one commit.
 pub(crate) struct GitServer {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<address>:<port>`.
     pub(crate) base: String,
     /// The commit of `main`.
     pub(crate) sha: String,
@@ -66,9 +66,10 @@ fn base64(input: &[u8]) -> String {
 }
 
 impl GitServer {
-    /// Creates the repository (a `README` with `content`) and serves it; `token` is the only
-    /// password accepted.
+    /// Creates the repository (a `README` with `content`) and serves it on `address` (where the
+    /// cluster's pods reach this machine); `token` is the only password accepted.
     pub(crate) async fn start(
+        address: std::net::IpAddr,
         content: &str,
         token_of_job: impl Fn() -> Option<String> + Send + Sync + 'static,
     ) -> Self {
@@ -83,7 +84,7 @@ impl GitServer {
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("group")).expect("root");
         git(dir.path(), &["clone", "-q", "--bare", "work", "root/group/demo.git"]);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind((address, 0)).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&requests);

@@ -1,8 +1,12 @@
-//! `local-cluster`: start, stop and inspect the test-only local Kubernetes.
+//! `local-cluster`: start, stop and inspect the local test cluster: real Kubernetes (etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler, containerd and the kubelet, built by
+//! `scripts/build-kubernetes.sh`) as plain processes.
 //!
-//! - `up` starts `serve` in the background, waits until `/version` answers and prints
+//! - `up` starts `serve` in the background, waits until the node is Ready and prints
 //!   `export KUBECONFIG=<path>` and `export SECCOMP_ROOT=<path>` (for `eval "$(local-cluster up)"`);
-//! - `down` stops it by PID (the server stops containerd; leftovers are killed by PID);
+//! - `down` stops it by PID (the server stops every component and removes what they left: the
+//!   CNI bridge, the kubelet's cgroups; mounts end with the cluster's mount namespace); it fails
+//!   when anything is left;
 //! - `status` tells whether it runs;
 //! - `images` builds the image archives (and imports them when a cluster runs);
 //! - `serve` runs the cluster in the foreground until SIGTERM or Ctrl-C.
@@ -10,7 +14,6 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // reason: a CLI prints its results
 
 use std::{
-    io::{Read as _, Write as _},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
@@ -20,12 +23,11 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use podrunner_local_cluster::{
-    apiserver::KubeVersion,
-    cluster::{ClusterOptions, LocalCluster},
+    kubernetes::{self, ClusterInfo, KubernetesCluster},
     node,
 };
 
-/// Start, stop and inspect the local test cluster (API server + containerd node).
+/// Start, stop and inspect the local test cluster (real Kubernetes on containerd).
 #[derive(Debug, Parser)]
 #[command(name = "local-cluster")]
 struct Cli {
@@ -54,12 +56,9 @@ fn default_dir() -> PathBuf {
 struct StartArgs {
     #[command(flatten)]
     dir: DirArgs,
-    /// The Kubernetes version the API server reports, e.g. 1.29 or 1.33.
-    #[arg(long, env = "LOCAL_CLUSTER_KUBERNETES_VERSION", default_value = "1.33", value_parser = parse_version)]
-    kubernetes_version: KubeVersion,
-    /// API server port (0 picks a free one).
-    #[arg(long, env = "LOCAL_CLUSTER_PORT", default_value_t = 0)]
-    port: u16,
+    /// The Kubernetes release to run (its binaries built by `scripts/build-kubernetes.sh`).
+    #[arg(long, env = "LOCAL_CLUSTER_KUBERNETES_VERSION", default_value = kubernetes::DEFAULT_VERSION)]
+    kubernetes_version: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,11 +82,6 @@ enum Cmd {
     Images(ImagesArgs),
     /// Run the cluster in the foreground until SIGTERM or Ctrl-C.
     Serve(StartArgs),
-}
-
-fn parse_version(text: &str) -> Result<KubeVersion, String> {
-    KubeVersion::parse(text)
-        .ok_or_else(|| format!("expected a Kubernetes version like 1.29 or 1.33.2, got {text:?}"))
 }
 
 fn main() -> ExitCode {
@@ -146,25 +140,15 @@ fn running_pid(dir: &Path) -> Option<u32> {
     alive(pid).then_some(pid)
 }
 
-/// `GET /version` over plain HTTP; the `gitVersion` when it answers 200.
-fn probe_version(url: &str) -> Option<String> {
-    let address = url.strip_prefix("http://")?;
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET /version HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    if !response.starts_with("HTTP/1.0 200") && !response.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let body = response.split("\r\n\r\n").nth(1)?;
-    let version: serde_json::Value = serde_json::from_str(body).ok()?;
-    version["gitVersion"].as_str().map(str::to_owned)
+/// The running cluster's description, once `serve` has written its ready file.
+fn probe_ready(dir: &Path) -> Option<ClusterInfo> {
+    std::fs::read_to_string(ready_file(dir)).ok()?;
+    ClusterInfo::load(dir).ok()
 }
 
 fn print_exports(dir: &Path) {
     println!("export KUBECONFIG={}", dir.join("kubeconfig").display());
-    println!("export SECCOMP_ROOT={}", dir.join("seccomp").display());
+    println!("export SECCOMP_ROOT={}", dir.join("kubelet/seccomp").display());
 }
 
 fn up(args: &StartArgs) -> anyhow::Result<ExitCode> {
@@ -184,9 +168,7 @@ fn up(args: &StartArgs) -> anyhow::Result<ExitCode> {
         .arg("--dir")
         .arg(&dir)
         .arg("--kubernetes-version")
-        .arg(args.kubernetes_version.to_string())
-        .arg("--port")
-        .arg(args.port.to_string())
+        .arg(&args.kubernetes_version)
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("failed to share the log file")?)
         .stderr(log)
@@ -196,18 +178,18 @@ fn up(args: &StartArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(pid_file(&dir), child.id().to_string())
         .context("failed to write the pid file")?;
     let started = Instant::now();
-    // The first start builds the images (seconds to a minute); later starts take about a second.
+    // The first start builds the images (seconds to a minute); the control plane and the node
+    // take about half a minute.
     while started.elapsed() < Duration::from_secs(300) {
         if let Some(exit) = child.try_wait().context("failed to wait for the server")? {
             let log = std::fs::read_to_string(log_file(&dir)).unwrap_or_default();
             bail!("local-cluster serve exited with {exit} before it was ready; its log:\n{log}");
         }
-        if let Ok(url) = std::fs::read_to_string(ready_file(&dir))
-            && let Some(version) = probe_version(url.trim())
-        {
+        if let Some(info) = probe_ready(&dir) {
             eprintln!(
-                "local cluster {version} up at {} in {:.2} s (pid {})",
-                url.trim(),
+                "local cluster: Kubernetes v{} up at {} in {:.1} s (pid {})",
+                info.version,
+                info.server,
                 started.elapsed().as_secs_f64(),
                 child.id()
             );
@@ -217,24 +199,10 @@ fn up(args: &StartArgs) -> anyhow::Result<ExitCode> {
         pause(Duration::from_millis(50));
     }
     bail!(
-        "the local cluster did not answer /version within 300 s; see {}",
-        log_file(&dir).display()
+        "the local cluster was not ready within 300 s; see {} and {}",
+        log_file(&dir).display(),
+        dir.join("logs").display()
     )
-}
-
-/// PIDs of processes whose command line mentions `needle` (containerd and its shims of this cluster).
-fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let me = std::process::id();
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).replace('\0', " ").contains(needle))
-        })
-        .collect()
 }
 
 fn kill(signal: &str, pids: &[u32]) {
@@ -259,6 +227,7 @@ fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
 }
 
 fn down(dir: &Path) -> anyhow::Result<ExitCode> {
+    let mut code = ExitCode::SUCCESS;
     match running_pid(dir) {
         Some(pid) => {
             kill("TERM", &[pid]);
@@ -271,18 +240,25 @@ fn down(dir: &Path) -> anyhow::Result<ExitCode> {
         }
         None => eprintln!("local cluster not running"),
     }
-    // Whatever survived (after a SIGKILL of the server): this cluster's containerd and shims.
-    let leftovers = pids_mentioning(&dir.join("containerd").display().to_string());
-    if !leftovers.is_empty() {
-        eprintln!("stopping leftover containerd processes {leftovers:?}");
-        kill("TERM", &leftovers);
-        if !wait_gone(&leftovers, Duration::from_secs(10)) {
-            kill("KILL", &leftovers);
-        }
+    // Whatever the server left (all of it, when it was killed): processes, the bridge, the
+    // iptables chains, the cgroups; then a check that nothing of them, and no mount, is left.
+    let node_name =
+        ClusterInfo::load(dir).map_or_else(|_| "local-node".to_owned(), |i| i.node_name);
+    let left = kubernetes::clean_machine(dir, &node_name);
+    let report = dir.join("leftovers.txt");
+    let reported = std::fs::read_to_string(&report).unwrap_or_default();
+    if !reported.trim().is_empty() {
+        eprintln!("stopping the cluster left behind (removed since):\n{reported}");
+    }
+    if !left.0.is_empty() {
+        eprintln!("the cluster left behind:\n{}", left.0.join("\n"));
+        code = ExitCode::FAILURE;
+    } else {
+        eprintln!("nothing left: no process, mount, network link, iptables chain or cgroup");
     }
     let _ = std::fs::remove_file(pid_file(dir));
     let _ = std::fs::remove_file(ready_file(dir));
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 fn status(dir: &Path) -> anyhow::Result<ExitCode> {
@@ -290,15 +266,14 @@ fn status(dir: &Path) -> anyhow::Result<ExitCode> {
         println!("not running ({})", dir.display());
         return Ok(ExitCode::from(3));
     };
-    let url = std::fs::read_to_string(ready_file(dir)).unwrap_or_default();
-    match probe_version(url.trim()) {
-        Some(version) => {
-            println!("running: pid {pid}, {version} at {}", url.trim());
+    match probe_ready(dir) {
+        Some(info) => {
+            println!("running: pid {pid}, Kubernetes v{} at {}", info.version, info.server);
             print_exports(dir);
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            println!("starting or unhealthy: pid {pid}, /version does not answer yet");
+            println!("starting: pid {pid}, the node is not Ready yet");
             Ok(ExitCode::from(4))
         }
     }
@@ -323,15 +298,20 @@ fn images(dir: &Path, runner: Option<&Path>) -> anyhow::Result<ExitCode> {
             if image.cached { "cached" } else { "built" }
         );
     }
-    let socket = dir.join("containerd").join("containerd.sock");
-    if running_pid(dir).is_some() && socket.exists() {
+    if running_pid(dir).is_some()
+        && let Some(info) = probe_ready(dir)
+    {
+        let ctr = info.binaries.runtime.join("ctr");
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("failed to start the async runtime")?
-            .block_on(node::import_images(&socket, &built))
+            .block_on(node::import_images_with(&ctr, &info.containerd_socket, &built))
             .context("failed to import the images")?;
-        println!("imported into the running cluster's containerd ({})", socket.display());
+        println!(
+            "imported into the running cluster's containerd ({})",
+            info.containerd_socket.display()
+        );
     }
     eprintln!("images ready in {:.2} s", started.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
@@ -349,29 +329,47 @@ fn serve(args: &StartArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     runtime.block_on(async {
-        let mut options = ClusterOptions::new(&dir).kubernetes_version(args.kubernetes_version);
+        let mut options = kubernetes::Options::new(&dir);
+        options.version.clone_from(&args.kubernetes_version);
         options.image_cache = image_cache(&dir);
-        options.port = args.port;
-        let cluster =
-            LocalCluster::start(options).await.context("failed to start the local cluster")?;
-        std::fs::write(ready_file(&dir), cluster.url()).context("failed to write the url file")?;
+        let _ = std::fs::remove_file(dir.join("leftovers.txt"));
+        let mut cluster =
+            KubernetesCluster::start(options).await.context("failed to start the local cluster")?;
+        std::fs::write(ready_file(&dir), &cluster.info().server)
+            .context("failed to write the ready file")?;
         tracing::info!(
-            url = %cluster.url(),
-            kubeconfig = %cluster.kubeconfig_path().display(),
-            startup_ms = u64::try_from(cluster.startup_time().as_millis()).unwrap_or(u64::MAX),
+            server = %cluster.info().server,
+            kubeconfig = %cluster.info().kubeconfig.display(),
+            timings = ?cluster.timings(),
             "serving"
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("failed to listen for SIGTERM")?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        let mut watch = tokio::time::interval(Duration::from_secs(2));
+        let ended = loop {
+            tokio::select! {
+                _ = term.recv() => break None,
+                _ = tokio::signal::ctrl_c() => break None,
+                _ = watch.tick() => {
+                    if let Err(error) = cluster.check_running() {
+                        break Some(error);
+                    }
+                }
+            }
+        };
+        if let Some(error) = &ended {
+            tracing::error!(error = %error, "a component stopped; stopping the cluster");
         }
         tracing::info!("stopping");
         let _ = std::fs::remove_file(ready_file(&dir));
-        cluster.shutdown().await;
+        let left = cluster.stop();
+        std::fs::write(dir.join("leftovers.txt"), left.0.join("\n"))
+            .context("failed to write the leftovers report")?;
         let _ = std::fs::remove_file(pid_file(&dir));
-        anyhow::Ok(())
+        match ended {
+            Some(error) => Err(anyhow::Error::new(error)),
+            None => anyhow::Ok(()),
+        }
     })?;
     Ok(ExitCode::SUCCESS)
 }

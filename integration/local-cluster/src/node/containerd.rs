@@ -333,7 +333,7 @@ fn shim_pids(socket: &Path) -> Vec<u32> {
 }
 
 /// Every process with its NUL-separated command line.
-fn processes() -> Vec<(u32, String)> {
+pub(crate) fn processes() -> Vec<(u32, String)> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -355,7 +355,7 @@ fn parent_pid(pid: u32) -> Option<u32> {
 }
 
 /// All descendants of `roots` (not the roots themselves).
-fn descendants(roots: &[u32]) -> Vec<u32> {
+pub(crate) fn descendants(roots: &[u32]) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for (pid, _) in processes() {
         if let Some(ppid) = parent_pid(pid) {

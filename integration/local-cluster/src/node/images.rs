@@ -227,6 +227,11 @@ fn write_index(dir: &Path, index: &Path, built: &[BuiltImage]) -> Result<()> {
 /// aborted import never outlives its node (a `ctr` whose containerd went away can otherwise wait
 /// for it indefinitely).
 pub async fn import_images(socket: &Path, images: &[BuiltImage]) -> Result<()> {
+    import_images_with(Path::new("ctr"), socket, images).await
+}
+
+/// As [`import_images`], with the `ctr` program at `ctr` (the one built with containerd 2.x).
+pub async fn import_images_with(ctr: &Path, socket: &Path, images: &[BuiltImage]) -> Result<()> {
     if images.is_empty() {
         return Ok(());
     }
@@ -236,7 +241,7 @@ pub async fn import_images(socket: &Path, images: &[BuiltImage]) -> Result<()> {
     let archive = tokio::task::spawn_blocking(move || combined_archive(&owned))
         .await
         .map_err(|_| Error::ImportPanicked)??;
-    let output = tokio::process::Command::new("ctr")
+    let output = tokio::process::Command::new(ctr)
         .arg("-a")
         .arg(socket)
         .args(["-n", "k8s.io", "images", "import"])
@@ -245,7 +250,7 @@ pub async fn import_images(socket: &Path, images: &[BuiltImage]) -> Result<()> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|source| Error::Spawn { program: "ctr".to_owned(), source })?;
+        .map_err(|source| Error::Spawn { program: ctr.display().to_string(), source })?;
     if !output.status.success() {
         return Err(Error::ImageImport {
             image: names(),

@@ -33,10 +33,11 @@ use std::{
 
 pub use agent::{NodeAgent, NodeConfig};
 pub use containerd::{Containerd, ContainerdConfig};
+pub(crate) use containerd::{descendants, processes};
 pub use cri::CriClient;
 pub use images::{
     BUSYBOX_IMAGE, BuiltImage, HELPER_IMAGE, PAUSE_IMAGE, RUNNER_UID, build_images,
-    build_runner_image, import_images,
+    build_runner_image, import_images, import_images_with,
 };
 
 /// Errors of the node half.

@@ -1,0 +1,204 @@
+//! The one cluster a test run shares: `cargo xtask local-cluster up` (or `cargo xtask test`, which
+//! starts it) runs it in `$LOCAL_CLUSTER_DIR`, else `<workspace>/target/local-cluster`; each test
+//! works in a namespace of its own, and reads what the API server did from its audit log.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, api::PostParams};
+use serde::Deserialize;
+
+use super::ClusterInfo;
+use crate::apiserver::RequestRecord;
+
+/// Where the shared cluster runs.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("LOCAL_CLUSTER_DIR").filter(|d| !d.is_empty()).map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/local-cluster")),
+        PathBuf::from,
+    )
+}
+
+/// The shared cluster, if it runs: its `cluster.json` exists and its API server's PID file
+/// names a live process. `Err` says why not (for a SKIPPED line, or a failure under `CI=true`).
+pub fn shared_cluster() -> Result<ClusterInfo, String> {
+    let dir = shared_dir();
+    if !is_root() {
+        return Err("the local cluster's tests need root".to_owned());
+    }
+    let ready = dir.join("local-cluster.url");
+    if !ready.exists() {
+        return Err(format!(
+            "no local cluster runs in {} (start it with `cargo xtask local-cluster up`)",
+            dir.display()
+        ));
+    }
+    ClusterInfo::load(&dir).map_err(|e| {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    })
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// Creates a namespace named `<prefix>-<random>` for one test and returns its name.
+pub async fn test_namespace(client: &kube::Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some([("podrunner.test/e2e".to_owned(), "true".to_owned())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    namespaces.create(&PostParams::default(), &namespace).await.expect("create a test namespace");
+    name
+}
+
+/// Deletes a test's namespace (its pods go with it).
+pub async fn delete_namespace(client: &kube::Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &kube::api::DeleteParams::background()).await;
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditEvent {
+    #[serde(rename = "auditID")]
+    audit_id: String,
+    verb: String,
+    request_u_r_i: String,
+    #[serde(default)]
+    object_ref: Option<ObjectRef>,
+    #[serde(default)]
+    response_status: Option<ResponseStatus>,
+    #[serde(default)]
+    user_agent: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ObjectRef {
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    subresource: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResponseStatus {
+    #[serde(default)]
+    code: Option<u16>,
+}
+
+/// Every request the API server's audit log holds, once each, in the order they started, as
+/// [`RequestRecord`]s (resource requests with their verb and object; non-resource URLs with
+/// their path). A long-running request (exec, watch) is logged when its response starts and
+/// again when it completes: one record, with the latest status.
+pub fn audit_records(info: &ClusterInfo) -> Vec<RequestRecord> {
+    let Ok(file) = std::fs::File::open(&info.audit_log) else { return Vec::new() };
+    let mut order: Vec<String> = Vec::new();
+    let mut latest: std::collections::HashMap<String, AuditEvent> =
+        std::collections::HashMap::new();
+    for event in BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<AuditEvent>(&line).ok())
+    {
+        if !latest.contains_key(&event.audit_id) {
+            order.push(event.audit_id.clone());
+        }
+        latest.insert(event.audit_id.clone(), event);
+    }
+    order
+        .into_iter()
+        .filter_map(|id| latest.remove(&id))
+        .map(|event| {
+            let object = event.object_ref.unwrap_or(ObjectRef {
+                resource: None,
+                namespace: None,
+                name: None,
+                subresource: None,
+            });
+            RequestRecord {
+                verb: event.verb,
+                resource: object.resource.unwrap_or(event.request_u_r_i),
+                subresource: object.subresource,
+                namespace: object.namespace,
+                name: object.name,
+                code: event.response_status.and_then(|s| s.code).unwrap_or(0),
+                user_agent: event.user_agent,
+            }
+        })
+        .collect()
+}
+
+/// The requests of the runner (its `User-Agent` says `podrunner/…`) in `namespace`.
+pub fn runner_requests_in(info: &ClusterInfo, namespace: &str) -> Vec<RequestRecord> {
+    audit_records(info)
+        .into_iter()
+        .filter(|r| r.namespace.as_deref() == Some(namespace))
+        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner")))
+        .collect()
+}
+
+/// `kubectl proxy` in front of the API server: plain HTTP on a loopback port, authenticated to
+/// the API server as the cluster's admin, exec and attach included. Tests put a proxy they can
+/// cut (or that loses a response) between the runner and it, seeing each request line.
+#[derive(Debug)]
+pub struct ApiProxy {
+    /// The address it serves on.
+    pub addr: std::net::SocketAddr,
+    child: tokio::process::Child,
+}
+
+impl ApiProxy {
+    /// Starts `kubectl proxy` for `info`'s cluster and waits until it serves.
+    pub async fn start(info: &ClusterInfo) -> std::io::Result<Self> {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new(info.binaries.kubernetes.join("kubectl"))
+            .arg(format!("--kubeconfig={}", info.kubeconfig.display()))
+            .args(["proxy", "--port=0", "--disable-filter=true", "--keepalive=30s"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .map_err(|_| std::io::Error::other("kubectl proxy did not start within 20 s"))??
+            .unwrap_or_default();
+        // "Starting to serve on 127.0.0.1:43567"
+        let addr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("kubectl proxy said {line:?}")))?;
+        Ok(Self { addr, child })
+    }
+}
+
+impl Drop for ApiProxy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
