@@ -174,7 +174,12 @@ fn test() -> anyhow::Result<()> {
         false
     };
     let envs = [("LOCAL_CLUSTER_DIR", dir_text.as_str())];
-    let tests = run_cargo(&["nextest", "run", "--workspace", "--locked", "--profile", "ci"], &envs)
+    let nextest = ["nextest", "run", "--workspace", "--locked", "--profile", "ci"];
+    // The fault tests stop and restart the cluster's components: alone, after the others.
+    let faults = "binary(cluster_faults_e2e)";
+    let others = format!("not {faults}");
+    let tests = run_cargo(&[&nextest[..], &["-E", &others]].concat(), &envs)
+        .and_then(|()| run_cargo(&[&nextest[..], &["-E", faults, "-j", "1"]].concat(), &envs))
         .and_then(|()| run_cargo(&["test", "--doc", "--workspace", "--locked"], &envs));
     let stopped = if started { local_cluster_checked("down", &[]) } else { Ok(()) };
     tests?;

@@ -12,7 +12,7 @@
 //!   `step_script`);
 //! - pod created → missing profile noticed (`pod created` → `the pod cannot run the job`);
 //!
-//! and from the local API server's request log, the requests per job (pods: create, execs,
+//! and from the API server's audit log, the requests per job (pods: create, execs,
 //! delete) against the goal of 4 + 2 × stages, and the requests shared by all jobs (version,
 //! list and watch).
 //!
@@ -35,9 +35,73 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use podrunner_coordinator_mock::{JobState, MockCoordinator, MockJob};
-use podrunner_local_cluster::apiserver::KubeVersion;
-use podrunner_local_cluster::cluster::{self, ClusterOptions, LocalCluster};
+use podrunner_local_cluster::apiserver::RequestRecord;
+use podrunner_local_cluster::cluster;
+use podrunner_local_cluster::kubernetes::{self, ClusterInfo, KubernetesCluster, shared};
 use podrunner_local_cluster::runner_process::RunnerProcess;
+
+/// The bench's namespace on the cluster (set once at start).
+static NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The cluster the bench runs on: the running local cluster, else one it starts (and stops).
+struct BenchCluster {
+    own: Option<KubernetesCluster>,
+    info: ClusterInfo,
+    namespace: String,
+    client: kube::Client,
+}
+
+impl BenchCluster {
+    async fn start(dir: &std::path::Path) -> Self {
+        let (own, info) = match shared::shared_cluster() {
+            Ok(info) => {
+                println!(
+                    "end-to-end bench: on the running local cluster (Kubernetes v{})",
+                    info.version
+                );
+                (None, info)
+            }
+            Err(_) => {
+                let cluster =
+                    KubernetesCluster::start(kubernetes::Options::new(dir.join("cluster")))
+                        .await
+                        .expect("the local cluster starts");
+                let t = cluster.timings();
+                println!(
+                    "cluster start (Kubernetes v{}): {:.1} s (etcd {:.1} s, API server ready {:.1} s, containerd with images {:.1} s, node Ready {:.1} s)",
+                    cluster.info().version,
+                    t.total.as_secs_f64(),
+                    t.etcd.as_secs_f64(),
+                    t.api_server.as_secs_f64(),
+                    t.runtime.as_secs_f64(),
+                    t.node_ready.as_secs_f64()
+                );
+                let info = cluster.info().clone();
+                (Some(cluster), info)
+            }
+        };
+        let client = info.client().await.expect("a client of the cluster");
+        let namespace = shared::test_namespace(&client, "bench").await;
+        let _ = NAMESPACE.set(namespace.clone());
+        Self { own, info, namespace, client }
+    }
+
+    fn kubeconfig_path(&self) -> &std::path::Path {
+        &self.info.kubeconfig
+    }
+
+    /// The runner's requests in the bench's namespace, from the audit log.
+    fn requests(&self) -> Vec<RequestRecord> {
+        shared::runner_requests_in(&self.info, &self.namespace)
+    }
+
+    async fn shutdown(self) {
+        shared::delete_namespace(&self.client, &self.namespace).await;
+        if let Some(mut cluster) = self.own {
+            cluster.stop();
+        }
+    }
+}
 
 const JOBS: usize = 20;
 const LOAD_JOBS: usize = 50;
@@ -103,11 +167,12 @@ fn config_with(mock: &MockCoordinator, concurrent: usize, extra: &str) -> String
     format!(
         "concurrent = {concurrent}\ncheck_interval = 1\n\
          [[runners]]\nname = \"bench\"\nurl = \"{}\"\ntoken = \"{}\"\nexecutor = \"kubernetes\"\n\
-         [runners.kubernetes]\nnamespace = \"default\"\nimage = \"localhost/busybox:latest\"\n\
+         [runners.kubernetes]\nnamespace = \"{namespace}\"\nimage = \"localhost/busybox:latest\"\n\
          helper_image = \"localhost/helper:latest\"\npull_policy = \"if-not-present\"\n\
          cleanup_grace_period_seconds = 1\n{extra}\n",
         mock.url(),
-        mock.runner_token()
+        mock.runner_token(),
+        namespace = NAMESPACE.get().map_or("default", String::as_str),
     )
 }
 
@@ -169,10 +234,8 @@ async fn wait_all(handles: &[podrunner_coordinator_mock::JobHandle]) -> bool {
 
 async fn run() -> ExitCode {
     let dir = tempfile::Builder::new().prefix("bench").tempdir_in("/tmp").expect("temp dir");
-    let options =
-        ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor: 33, patch: 0 });
-    let cluster = LocalCluster::start(options).await.expect("local cluster starts");
-    let mock = MockCoordinator::start().await;
+    let cluster = BenchCluster::start(dir.path()).await;
+    let mock = MockCoordinator::start_on(cluster.info.node_ip).await;
     mock.set_update_interval_header(Some(1));
     let mut ok = true;
     let config_path = dir.path().join("config.toml");
@@ -202,7 +265,8 @@ async fn run() -> ExitCode {
     let requests = cluster.requests();
     let e = events(&log);
     println!(
-        "end-to-end bench: {JOBS} jobs on the local cluster (Kubernetes 1.33), {succeeded} succeeded"
+        "end-to-end bench: {JOBS} jobs on the local cluster (Kubernetes v{}), {succeeded} succeeded",
+        cluster.info.version
     );
     report("pickup -> pod created", spans(&e, "job received", "pod created"));
     let (running_median, _) =
@@ -297,7 +361,7 @@ async fn run() -> ExitCode {
 
 /// 50 jobs at once in one runner process: peak RSS, CPU per job, requests per job, wall times.
 async fn load_phase(
-    cluster: &LocalCluster,
+    cluster: &BenchCluster,
     mock: &MockCoordinator,
     config_path: &std::path::Path,
     single_job_wall: f64,
@@ -377,7 +441,7 @@ fn seconds_after(trace: &str, prefix: &str, marker: &str) -> Option<f64> {
 
 /// A 200 MiB artifact up and down: the rates from the job logs, the runner's memory.
 async fn artifact_phase(
-    cluster: &LocalCluster,
+    cluster: &BenchCluster,
     mock: &MockCoordinator,
     config_path: &std::path::Path,
 ) -> bool {

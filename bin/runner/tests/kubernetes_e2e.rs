@@ -14,205 +14,21 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use podrunner_coordinator_mock::{JobHandle, JobState, MockCoordinator, MockJob};
-use podrunner_local_cluster::apiserver::RequestRecord;
+use podrunner_coordinator_mock::{JobState, MockJob};
 use podrunner_local_cluster::cluster;
-use podrunner_local_cluster::kubernetes::{ClusterInfo, shared};
-use podrunner_local_cluster::runner_process::RunnerProcess;
+use podrunner_local_cluster::kubernetes::shared;
 
 mod support {
     pub(crate) mod cut_proxy;
+    pub(crate) mod e2e;
     pub(crate) mod e2e_common;
     pub(crate) mod git_http;
 }
-use support::cut_proxy::CutProxy;
+use support::e2e::{E2e, shared_cluster};
 use support::e2e_common::{
     JOB_WAIT, assert_system_failure_soon, granted, granted_by, no_git, save_trace, security_row,
 };
 use support::git_http::GitServer;
-
-/// The GitLab double, a running `runner run` configured for it, and the test's namespace on
-/// the shared cluster.
-struct E2e {
-    info: ClusterInfo,
-    client: kube::Client,
-    namespace: String,
-    mock: MockCoordinator,
-    runner: RunnerProcess,
-    /// Between the runner and the API server, when the test cuts connections (with the
-    /// `kubectl proxy` it forwards to).
-    proxy: Option<(CutProxy, shared::ApiProxy)>,
-    /// The runner's config file and kubeconfig, to start it again.
-    config_path: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn start_runner(config: &std::path::Path, kubeconfig: &std::path::Path) -> RunnerProcess {
-    RunnerProcess::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
-        config,
-        kubeconfig,
-        &["--log-level", "debug"],
-        &[],
-    )
-    .expect("start runner run")
-}
-
-/// The shared cluster, or `None` after saying SKIPPED (a failure under `CI=true`).
-#[allow(clippy::print_stdout)] // reason: a skipped test must say so in the test output
-fn shared_cluster() -> Option<ClusterInfo> {
-    match shared::shared_cluster() {
-        Ok(info) => Some(info),
-        Err(reason) => {
-            assert!(!cluster::prerequisites_required(), "CI=true and {reason}");
-            println!("SKIPPED: {reason}");
-            None
-        }
-    }
-}
-
-impl E2e {
-    /// A namespace, the GitLab double (on the node's address, where pods reach it) and the
-    /// runner; `kubernetes` is appended to the `[runners.kubernetes]` table (and may open
-    /// sub-tables after it).
-    async fn start(kubernetes: &str) -> Option<Self> {
-        Self::start_with(kubernetes, false).await
-    }
-
-    /// As [`E2e::start`]; with `behind_proxy`, the runner reaches the API server through a
-    /// [`CutProxy`] the test controls (in front of `kubectl proxy`, so it sees plain HTTP).
-    async fn start_with(kubernetes: &str, behind_proxy: bool) -> Option<Self> {
-        let info = shared_cluster()?;
-        let client = info.client().await.expect("a client of the shared cluster");
-        let namespace = shared::test_namespace(&client, "e2e").await;
-        let dir = tempfile::Builder::new().prefix("e2e").tempdir_in("/tmp").expect("temp dir");
-        let mock = MockCoordinator::start_on(info.node_ip).await;
-        mock.set_update_interval_header(Some(1));
-        let config = format!(
-            "concurrent = 4\ncheck_interval = 1\n\
-             [[runners]]\nname = \"e2e\"\nurl = \"{url}\"\ntoken = \"{token}\"\nexecutor = \"kubernetes\"\n\
-             [runners.kubernetes]\nnamespace = \"{namespace}\"\nimage = \"localhost/busybox:latest\"\n\
-             helper_image = \"localhost/helper:latest\"\npull_policy = \"if-not-present\"\npoll_timeout = 60\n\
-             cleanup_grace_period_seconds = 1\npod_termination_grace_period_seconds = 1\n\
-             {kubernetes}\n",
-            url = mock.url(),
-            token = mock.runner_token(),
-        );
-        let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let (proxy, kubeconfig) = if behind_proxy {
-            let api = shared::ApiProxy::start(&info).await.expect("kubectl proxy starts");
-            let proxy = CutProxy::start(api.addr).await;
-            let path = dir.path().join("kubeconfig-via-proxy");
-            cluster::write_kubeconfig(&path, &format!("http://{}", proxy.addr))
-                .expect("kubeconfig");
-            (Some((proxy, api)), path)
-        } else {
-            (None, info.kubeconfig.clone())
-        };
-        let runner = start_runner(&config_path, &kubeconfig);
-        Some(Self {
-            info,
-            client,
-            namespace,
-            mock,
-            runner,
-            proxy,
-            config_path,
-            kubeconfig,
-            _dir: dir,
-        })
-    }
-
-    /// Starts the runner again with the same config (after it was killed).
-    fn restart_runner(&mut self) {
-        self.runner = start_runner(&self.config_path, &self.kubeconfig);
-    }
-
-    /// The cut proxy (for tests started with `behind_proxy`).
-    fn cut_proxy(&self) -> &CutProxy {
-        &self.proxy.as_ref().expect("started behind the proxy").0
-    }
-
-    /// The job's pod (the only one in the namespace) and its name.
-    async fn the_pod(&self) -> (Api<Pod>, String) {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let listed = pods.list(&ListParams::default()).await.expect("list pods").items;
-        let name = listed.first().and_then(|p| p.metadata.name.clone()).expect("a job pod");
-        (pods, name)
-    }
-
-    fn runner_log(&self) -> String {
-        self.runner.log()
-    }
-
-    /// The runner's requests in this test's namespace, from the API server's audit log.
-    fn requests(&self) -> Vec<RequestRecord> {
-        shared::runner_requests_in(&self.info, &self.namespace)
-    }
-
-    /// Runs `job` to its end and returns its handle and the trace as text.
-    async fn run(&self, job: MockJob) -> (JobHandle, String) {
-        let handle = self.mock.enqueue(&job);
-        let state = handle.wait_finished(JOB_WAIT).await;
-        let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
-        save_trace(&handle, &trace);
-        assert!(
-            matches!(state, JobState::Success | JobState::Failed | JobState::Canceled),
-            "job did not finish ({state:?})\ntrace:\n{trace}\nrunner log:\n{}",
-            self.runner_log()
-        );
-        (handle, trace)
-    }
-
-    /// When the first pod appears in the namespace (seen through a watch started now), and the
-    /// pod as the API server stored it.
-    fn first_pod_seen(&self) -> tokio::task::JoinHandle<(Instant, Pod)> {
-        use futures::StreamExt as _;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        tokio::spawn(async move {
-            let mut events =
-                kube::runtime::watcher(pods, kube::runtime::watcher::Config::default()).boxed();
-            while let Some(event) = events.next().await {
-                if let Ok(
-                    kube::runtime::watcher::Event::Apply(pod)
-                    | kube::runtime::watcher::Event::InitApply(pod),
-                ) = event
-                {
-                    return (Instant::now(), pod);
-                }
-            }
-            panic!("the pod watch ended");
-        })
-    }
-
-    /// Waits until no pod is left in the namespace.
-    async fn assert_no_pod_left(&self) {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = pods.list(&ListParams::default()).await.expect("list pods").items;
-            if left.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pods left: {:?}",
-                left.iter().map(|p| p.metadata.name.clone()).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        self.runner.terminate();
-        let status =
-            self.runner.wait(Duration::from_secs(30)).await.expect("the runner stops on SIGTERM");
-        assert_eq!(status.code(), Some(0), "runner log:\n{}", self.runner_log());
-        shared::delete_namespace(&self.client, &self.namespace).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn build_unconfined_runs_without_seccomp_and_the_job_succeeds() {
@@ -1609,4 +1425,379 @@ fn sent_by_the_runner(e2e: &E2e) -> std::collections::BTreeSet<(String, String)>
             (r.verb, resource)
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_runs_the_feature_requests_cases_and_prints_their_summary() {
+    if shared_cluster().is_none() {
+        return;
+    }
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo.toml");
+    let mut out = Vec::new();
+    let results = podrunner_local_cluster::demo::run(
+        std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
+        &config,
+        &mut out,
+    )
+    .await
+    .expect("the demo runs");
+    let text = String::from_utf8_lossy(&out);
+    assert!(podrunner_local_cluster::demo::problems(&results).is_empty(), "{text}");
+    for line in [
+        "buildkit-unconfined    success, Seccomp: 0,",
+        "aks-runtime-default    success, Seccomp: 2,",
+        "localhost-deny-mkdir   failed (script_failure, exit code 1), Seccomp: 2, mkdir denied,",
+        "localhost-missing      failed (runner_configuration_error),",
+        "exit-3-after-script    failed (script_failure, exit code 3),",
+        "job-timeout            failed (job_execution_timeout),",
+        "apparmor-runtime-default SKIPPED: AppArmor is not enabled in this kernel",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "{line:?} missing from:\n{text}");
+    }
+    assert_eq!(text.matches("Effective security of every container").count(), 6, "{text}");
+    assert!(text.contains("everything it started is stopped"), "{text}");
+}
+
+/// API Priority and Fairness, as a busy API server applies it: a priority level with no seats
+/// that rejects, and a flow schema that sends `user`'s requests there. Deleting the flow schema
+/// ends the throttling.
+async fn throttle_user(client: &kube::Client, user: &str) {
+    use kube::api::{DynamicObject, PostParams};
+    let object = |api_version: &str, kind: &str, plural: &str, spec: serde_json::Value| {
+        let value = serde_json::json!({
+            "apiVersion": api_version, "kind": kind, "metadata": {"name": user}, "spec": spec,
+        });
+        let resource = kube::api::ApiResource {
+            group: "flowcontrol.apiserver.k8s.io".to_owned(),
+            version: "v1".to_owned(),
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            plural: plural.to_owned(),
+        };
+        let object: DynamicObject = serde_json::from_value(value).expect("object");
+        (Api::<DynamicObject>::all_with(client.clone(), &resource), object)
+    };
+    let (levels, level) = object(
+        "flowcontrol.apiserver.k8s.io/v1",
+        "PriorityLevelConfiguration",
+        "prioritylevelconfigurations",
+        serde_json::json!({"type": "Limited", "limited": {
+            "nominalConcurrencyShares": 0, "lendablePercent": 0, "borrowingLimitPercent": 0,
+            "limitResponse": {"type": "Reject"}}}),
+    );
+    levels.create(&PostParams::default(), &level).await.expect("create the priority level");
+    let (schemas, schema) = object(
+        "flowcontrol.apiserver.k8s.io/v1",
+        "FlowSchema",
+        "flowschemas",
+        serde_json::json!({
+            "priorityLevelConfiguration": {"name": user},
+            "matchingPrecedence": 200,
+            "distinguisherMethod": {"type": "ByUser"},
+            "rules": [{"subjects": [{"kind": "User", "user": {"name": user}}],
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"],
+                    "clusterScope": true, "namespaces": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}],
+        }),
+    );
+    schemas.create(&PostParams::default(), &schema).await.expect("create the flow schema");
+}
+
+/// Ends [`throttle_user`]'s throttling and removes its objects.
+async fn unthrottle_user(client: &kube::Client, user: &str) {
+    for (kind, plural) in [
+        ("FlowSchema", "flowschemas"),
+        ("PriorityLevelConfiguration", "prioritylevelconfigurations"),
+    ] {
+        let resource = kube::api::ApiResource {
+            group: "flowcontrol.apiserver.k8s.io".to_owned(),
+            version: "v1".to_owned(),
+            api_version: "flowcontrol.apiserver.k8s.io/v1".to_owned(),
+            kind: kind.to_owned(),
+            plural: plural.to_owned(),
+        };
+        let api = Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource);
+        api.delete(user, &kube::api::DeleteParams::default()).await.expect("delete");
+    }
+}
+
+/// Makes `user` a cluster admin (the tests that run the runner as another user are not about
+/// its rights); returns the binding's name.
+async fn cluster_admin(client: &kube::Client, user: &str) -> String {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &binding)
+        .await
+        .expect("create the binding");
+    user.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
+async fn a_runner_throttled_by_priority_and_fairness_waits_out_the_429s_and_creates_one_pod() {
+    let Some(info) = shared_cluster() else { return };
+    let admin = info.client().await.expect("client");
+    let user = format!("podrunner-throttled-{}", &uuid_like());
+    let kubeconfig = shared::user_kubeconfig(&info, &user, &[]).expect("a user kubeconfig");
+    let binding = cluster_admin(&admin, &user).await;
+    throttle_user(&admin, &user).await;
+    let Some(e2e) = E2e::start_as("", kubeconfig).await else { return };
+    let started = Instant::now();
+    let handle = e2e.mock.enqueue(&no_git().script(&["echo through"]));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let refused = shared::audit_records(&info)
+        .iter()
+        .filter(|r| r.code == 429)
+        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/")))
+        .count();
+    unthrottle_user(&admin, &user).await;
+    let state = handle.wait_finished(JOB_WAIT).await;
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    println!("throttled for 6 s: the job ended {:?} after it was queued", started.elapsed());
+    assert_eq!(state, JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert!(trace.contains("\nthrough\n"), "{trace}");
+    assert!(refused > 0, "the API server answered the runner 429 while it was throttled");
+    assert_eq!(pod_creates(&e2e, 201), 1, "one pod");
+    assert_eq!(pod_creates(&e2e, 409), 0, "no create was executed twice");
+    e2e.assert_no_pod_left().await;
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone())
+        .delete(&binding, &kube::api::DeleteParams::default())
+        .await
+        .expect("delete the binding");
+    e2e.stop().await;
+}
+
+/// Eight characters that differ between test runs.
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:08x}", nanos ^ std::process::id())
+}
+
+/// Creates `object` (JSON) through a dynamic API; a `409` (it exists, the same for every
+/// test) is fine.
+async fn apply(client: &kube::Client, namespace: Option<&str>, object: serde_json::Value) {
+    use kube::api::{DynamicObject, PostParams};
+    let object: DynamicObject = serde_json::from_value(object).expect("object");
+    let types = object.types.clone().expect("apiVersion and kind");
+    let (group, version) = match types.api_version.split_once('/') {
+        Some((group, version)) => (group.to_owned(), version.to_owned()),
+        None => (String::new(), types.api_version.clone()),
+    };
+    let resource = kube::api::ApiResource {
+        group,
+        version,
+        api_version: types.api_version.clone(),
+        plural: format!("{}s", types.kind.to_lowercase()),
+        kind: types.kind.clone(),
+    };
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => panic!("create {} {:?}: {e}", types.kind, object.metadata.name),
+    }
+}
+
+/// A manifest of `deploy/base` as JSON.
+fn deploy_manifest(file: &str) -> serde_json::Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base").join(file);
+    serde_norway::from_str(&std::fs::read_to_string(&path).expect("read the manifest"))
+        .expect("YAML")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runner_runs_in_the_cluster_as_the_deployments_pod_under_restricted_with_deploys_rbac()
+{
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{DeleteParams, LogParams, Patch, PatchParams, PostParams};
+    let Some(info) = shared_cluster() else { return };
+    let client = info.client().await.expect("client");
+    // The runner in a namespace that enforces `restricted`, its jobs in another one.
+    let home = shared::test_namespace(&client, "runner").await;
+    let jobs = shared::test_namespace(&client, "jobs").await;
+    let enforce = serde_json::json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}});
+    Api::<Namespace>::all(client.clone())
+        .patch(&home, &PatchParams::default(), &Patch::Merge(&enforce))
+        .await
+        .expect("label the runner's namespace");
+    let dir = tempfile::Builder::new().prefix("e2e").tempdir_in("/tmp").expect("temp dir");
+    let image = podrunner_local_cluster::node::build_runner_image(
+        &dir.path().join("runner-image"),
+        std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
+        "localhost/podrunner:test",
+    )
+    .expect("the runner image builds");
+    podrunner_local_cluster::node::import_images_with(
+        &info.binaries.runtime.join("ctr"),
+        &info.containerd_socket,
+        std::slice::from_ref(&image),
+    )
+    .await
+    .expect("import the runner image");
+    // deploy/base's RBAC, bound to the runner's ServiceAccount: the job rules in the jobs'
+    // namespace, the node rules cluster-wide. The real authorizer enforces them.
+    apply(
+        &client,
+        Some(&home),
+        serde_json::json!({
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "podrunner"}}),
+    )
+    .await;
+    apply(&client, None, deploy_manifest("role.yaml")).await;
+    apply(&client, None, deploy_manifest("clusterrole.yaml")).await;
+    let subject =
+        serde_json::json!([{"kind": "ServiceAccount", "name": "podrunner", "namespace": home}]);
+    let mut jobs_binding = deploy_manifest("rolebinding.yaml");
+    jobs_binding["subjects"] = subject.clone();
+    apply(&client, Some(&jobs), jobs_binding).await;
+    let mut nodes_binding = deploy_manifest("clusterrolebinding.yaml");
+    nodes_binding["metadata"]["name"] = format!("podrunner-nodes-{home}").into();
+    nodes_binding["subjects"] = subject;
+    apply(&client, None, nodes_binding).await;
+    let mock = podrunner_coordinator_mock::MockCoordinator::start_on(info.node_ip).await;
+    mock.set_update_interval_header(Some(1));
+    let config = format!(
+        "concurrent = 2\ncheck_interval = 1\n\
+         [[runners]]\nname = \"in-cluster\"\nurl = \"{url}\"\ntoken = \"{token}\"\nexecutor = \"kubernetes\"\n\
+         [runners.kubernetes]\nnamespace = \"{jobs}\"\nimage = \"localhost/busybox:latest\"\n\
+         helper_image = \"localhost/helper:latest\"\npull_policy = \"if-not-present\"\n\
+         cleanup_grace_period_seconds = 1\n",
+        url = mock.url(),
+        token = mock.runner_token(),
+    );
+    apply(
+        &client,
+        Some(&home),
+        serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "podrunner-config"},
+        "stringData": {"config.toml": config}}),
+    )
+    .await;
+    // The Deployment's pod as deploy/base has it (the image imported, never pulled).
+    let deployment = deploy_manifest("deployment.yaml");
+    let mut pod = deployment["spec"]["template"].clone();
+    // `defaultMode: 0400` is octal to Kubernetes' YAML 1.1 reader, a string to serde_norway's.
+    for volume in pod["spec"]["volumes"].as_array_mut().expect("volumes") {
+        if let Some(mode) = volume["secret"]["defaultMode"].as_str() {
+            volume["secret"]["defaultMode"] = i64::from_str_radix(mode, 8).expect("octal").into();
+        }
+    }
+    pod["metadata"]["name"] = "podrunner".into();
+    pod["spec"]["restartPolicy"] = "Never".into();
+    pod["spec"]["containers"][0]["image"] = "localhost/podrunner:test".into();
+    pod["spec"]["containers"][0]["imagePullPolicy"] = "Never".into();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &home);
+    let created =
+        pods.create(&PostParams::default(), &serde_json::from_value(pod).expect("pod")).await;
+    assert!(created.is_ok(), "restricted admits the Deployment's pod: {created:?}");
+    let handle = mock.enqueue(&no_git().script(&["echo hello from the runner in the cluster"]));
+    let state = handle.wait_finished(JOB_WAIT).await;
+    let logs = pods.logs("podrunner", &LogParams::default()).await.unwrap_or_default();
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    assert_eq!(state, JobState::Success, "{trace}\nthe runner pod's log:\n{logs}");
+    assert!(trace.contains("\nhello from the runner in the cluster\n"), "{trace}");
+    // In-cluster config: the ServiceAccount's token and CA, the `kubernetes` Service (kube-proxy).
+    assert!(
+        logs.contains("connected to the cluster")
+            && logs.contains("cluster.url=\"https://10.96.0.1"),
+        "{logs}"
+    );
+    let sent = shared::runner_requests_in(&info, &jobs);
+    assert!(!sent.is_empty(), "the runner pod talked to the API server");
+    let refused: Vec<_> = sent.iter().filter(|r| r.code == 403).collect();
+    assert!(refused.is_empty(), "deploy's RBAC refused the runner: {refused:#?}");
+    pods.delete("podrunner", &DeleteParams::default().grace_period(0)).await.expect("delete");
+    shared::delete_namespace(&client, &home).await;
+    shared::delete_namespace(&client, &jobs).await;
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+        .delete(&format!("podrunner-nodes-{home}"), &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_security_restricted_refuses_a_default_job_pod_and_the_job_fails_at_once_saying_why() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Patch, PatchParams};
+    let Some(e2e) = E2e::start("poll_timeout = 60").await else { return };
+    let enforce = serde_json::json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+    }}});
+    Api::<Namespace>::all(e2e.client.clone())
+        .patch(&e2e.namespace, &PatchParams::default(), &Patch::Merge(&enforce))
+        .await
+        .expect("label the namespace");
+    let started = Instant::now();
+    let (handle, trace) = e2e.run(no_git().script(&["echo never"])).await;
+    assert_eq!(handle.state(), JobState::Failed, "{trace}");
+    assert!(started.elapsed() < Duration::from_secs(20), "at once, not at poll_timeout: {trace}");
+    // The real PodSecurity admission's answer, with the rules the pod breaks.
+    for needle in [
+        "violates PodSecurity \"restricted:latest\"",
+        "allowPrivilegeEscalation != false",
+        "runAsNonRoot != true",
+        "seccompProfile",
+    ] {
+        assert!(trace.contains(needle), "{needle:?} missing from the log:\n{trace}");
+    }
+    assert!(!trace.contains("\nnever\n"), "{trace}");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_no_node_can_take_fails_at_poll_timeout_with_the_schedulers_reason() {
+    let Some(e2e) = E2e::start(
+        "poll_timeout = 6\n[runners.kubernetes.node_selector]\n\"podrunner.test/pool\" = \"absent\"\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let (handle, trace) = e2e.run(no_git().script(&["echo never"])).await;
+    assert_eq!(handle.state(), JobState::Failed, "{trace}");
+    assert!(trace.contains("timed out waiting for pod to start after 6s"), "{trace}");
+    // The scheduler's own words, from the pod's PodScheduled condition.
+    assert!(
+        trace.contains(
+            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector"
+        ),
+        "{trace}"
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_that_is_not_on_the_node_fails_as_image_pull_failure() {
+    let Some(e2e) = E2e::start("").await else { return };
+    let job = no_git()
+        .image("localhost/not-imported:1.0")
+        .script(&["echo never"])
+        .failure_reasons(&["script_failure", "runner_system_failure", "image_pull_failure"]);
+    let (handle, trace) = e2e.run(job).await;
+    assert_eq!(handle.state(), JobState::Failed, "{trace}");
+    let update = handle.final_update().expect("final update");
+    assert_eq!(update.failure_reason.as_deref(), Some("image_pull_failure"), "{trace}");
+    assert!(
+        trace.contains("container \"build\": failed to pull image \"localhost/not-imported:1.0\" on node local-node"),
+        "{trace}"
+    );
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
 }

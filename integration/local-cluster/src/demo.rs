@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use podrunner_coordinator_mock::{JobHandle, JobState, MockCoordinator, MockJob};
 
-use crate::apiserver::KubeVersion;
-use crate::cluster::{ClusterOptions, LocalCluster};
+use crate::kubernetes::{self, ClusterInfo, KubernetesCluster, shared};
 use crate::runner_process::RunnerProcess;
 
 /// What a case needs of the node beyond a container runtime with seccomp.
@@ -359,16 +358,28 @@ pub async fn run(
     config: &Path,
     out: &mut impl Write,
 ) -> anyhow::Result<Vec<DemoResult>> {
-    let dir = tempfile::Builder::new().prefix("demo").tempdir_in("/tmp").context("temp dir")?;
-    writeln!(
-        out,
-        "demo: starting the local cluster (API server + containerd node, Kubernetes 1.33)..."
-    )?;
     let started = Instant::now();
-    let options =
-        ClusterOptions::new(dir.path()).kubernetes_version(KubeVersion { minor: 33, patch: 0 });
-    let cluster =
-        LocalCluster::start(options).await.context("failed to start the local cluster")?;
+    let dir = tempfile::Builder::new().prefix("demo").tempdir_in("/tmp").context("temp dir")?;
+    // The local cluster that runs already (the test suite's), else one of its own.
+    let (own, info): (Option<KubernetesCluster>, ClusterInfo) = match shared::shared_cluster() {
+        Ok(info) => {
+            writeln!(out, "demo: using the running local cluster (Kubernetes v{})", info.version)?;
+            (None, info)
+        }
+        Err(_) => {
+            let options = kubernetes::Options::new(dir.path());
+            writeln!(
+                out,
+                "demo: starting a local cluster: Kubernetes v{} (etcd, kube-apiserver, controller-manager, scheduler, kubelet on containerd)...",
+                options.version
+            )?;
+            let cluster = KubernetesCluster::start(options)
+                .await
+                .context("failed to start the local cluster")?;
+            let info = cluster.info().clone();
+            (Some(cluster), info)
+        }
+    };
     writeln!(
         out,
         "demo: cluster ready in {:.1} s; starting {} GitLab doubles and `runner run --config {}`",
@@ -376,15 +387,20 @@ pub async fn run(
         runners().len(),
         config.display()
     )?;
-    let doubles = Doubles::start(IpAddr::from([127, 0, 0, 1]), "127.0.0.1", unsupported_here).await;
-    let mut child =
-        RunnerProcess::start(runner, config, cluster.kubeconfig_path(), &[], doubles.envs())
-            .with_context(|| format!("failed to start {}", runner.display()))?;
+    let address = info.node_ip.to_string();
+    let doubles = Doubles::start(info.node_ip, &address, unsupported_here).await;
+    let mut child = RunnerProcess::start(runner, config, &info.kubeconfig, &[], doubles.envs())
+        .with_context(|| format!("failed to start {}", runner.display()))?;
     let results = doubles.collect(Instant::now(), Duration::from_secs(90), || child.log()).await?;
     doubles.report(&results, out)?;
     child.terminate();
     let _ = child.wait(Duration::from_secs(30)).await;
-    cluster.shutdown().await;
+    if let Some(mut cluster) = own {
+        let left = cluster.stop();
+        if !left.0.is_empty() {
+            bail!("the local cluster left behind: {}", left.0.join(", "));
+        }
+    }
     writeln!(
         out,
         "demo: done in {:.1} s; everything it started is stopped",

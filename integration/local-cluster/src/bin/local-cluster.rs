@@ -346,6 +346,10 @@ fn serve(args: &StartArgs) -> anyhow::Result<ExitCode> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("failed to listen for SIGTERM")?;
         let mut watch = tokio::time::interval(Duration::from_secs(2));
+        let control_path = kubernetes::shared::control_socket(&dir);
+        let _ = std::fs::remove_file(&control_path);
+        let control = tokio::net::UnixListener::bind(&control_path)
+            .with_context(|| format!("failed to listen on {}", control_path.display()))?;
         let ended = loop {
             tokio::select! {
                 _ = term.recv() => break None,
@@ -355,8 +359,14 @@ fn serve(args: &StartArgs) -> anyhow::Result<ExitCode> {
                         break Some(error);
                     }
                 }
+                accepted = control.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        answer_control(&mut cluster, stream).await;
+                    }
+                }
             }
         };
+        let _ = std::fs::remove_file(&control_path);
         if let Some(error) = &ended {
             tracing::error!(error = %error, "a component stopped; stopping the cluster");
         }
@@ -372,6 +382,28 @@ fn serve(args: &StartArgs) -> anyhow::Result<ExitCode> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One command of a test on the control socket (`stop kubelet`, `start kubelet`,
+/// `stop kube-apiserver`, `start kube-apiserver`, `compact-etcd`), answered `ok …` or `error: …`.
+async fn answer_control(cluster: &mut KubernetesCluster, stream: tokio::net::UnixStream) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(1024));
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    tracing::info!(command = %line.trim(), "control");
+    let result = match words.as_slice() {
+        ["stop", name] => cluster.stop_component(name).map(|()| "ok".to_owned()),
+        ["start", name] => cluster.start_component(name).map(|()| "ok".to_owned()),
+        ["compact-etcd"] => cluster.compact_etcd().await.map(|r| format!("ok {r}")),
+        _ => Ok(format!("error: unknown command {:?}", line.trim())),
+    };
+    let answer = result.unwrap_or_else(|e| format!("error: {e}"));
+    let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
 }
 
 #[cfg(test)]

@@ -336,3 +336,37 @@ async fn etcd_healthy(addr: SocketAddr) -> bool {
 fn args(list: &[&str]) -> Vec<OsString> {
     list.iter().map(OsString::from).collect()
 }
+
+/// `POST <path>` with a JSON body to etcd's gRPC gateway; the answer's body.
+async fn etcd_post(url: &str, path: &str, body: &str) -> Option<String> {
+    let address = url.strip_prefix("http://")?.to_owned();
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.ok()?;
+        let request = format!(
+            "POST {path} HTTP/1.0\r\nHost: etcd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        stream.take(1024 * 1024).read_to_end(&mut answer).await.ok()?;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        text.split("\r\n\r\n").nth(1).map(str::to_owned)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange).await.ok().flatten()
+}
+
+/// Compacts etcd at its current revision; returns the revision.
+pub(super) async fn compact_etcd(url: &str) -> Result<i64, Error> {
+    // A range read of any key answers with the store's current revision.
+    let range = etcd_post(url, "/v3/kv/range", r#"{"key":"AA=="}"#).await.unwrap_or_default();
+    let revision = serde_json::from_str::<serde_json::Value>(&range)
+        .ok()
+        .and_then(|v| v["header"]["revision"].as_str().and_then(|r| r.parse::<i64>().ok()))
+        .ok_or(Error::Etcd { what: "a range read", answer: range.clone() })?;
+    let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+    let answer = etcd_post(url, "/v3/kv/compaction", &body).await.unwrap_or_default();
+    if !answer.contains("header") {
+        return Err(Error::Etcd { what: "the compaction", answer });
+    }
+    Ok(revision)
+}

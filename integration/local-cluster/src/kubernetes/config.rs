@@ -186,7 +186,8 @@ evictionHard:
   imagefs.available: "0%"
   imagefs.inodesFree: "0%"
 nodeStatusReportFrequency: 10s
-nodeStatusUpdateFrequency: 2s
+nodeStatusUpdateFrequency: 1s
+nodeLeaseDurationSeconds: 5
 syncFrequency: 5s
 fileCheckFrequency: 5s
 shutdownGracePeriod: 0s

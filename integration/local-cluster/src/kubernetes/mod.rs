@@ -138,6 +138,20 @@ pub enum Error {
         /// The cause.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// No component of that name.
+    #[error("the cluster has no component {name:?}")]
+    NoComponent {
+        /// The name asked for.
+        name: String,
+    },
+    /// etcd's HTTP gateway did not answer as expected.
+    #[error("etcd's gateway refused {what}: {answer}")]
+    Etcd {
+        /// What was asked.
+        what: &'static str,
+        /// Its answer.
+        answer: String,
+    },
     /// `cluster.json` could not be read or written.
     #[error("failed to read or write {path}")]
     Info {
@@ -234,7 +248,8 @@ pub struct Options {
     /// Where image archives are cached across clusters.
     pub image_cache: PathBuf,
     /// How long a silent kubelet keeps its node Ready (the controller-manager's
-    /// `--node-monitor-grace-period`; short, so a lost-node test sees it).
+    /// `--node-monitor-grace-period`, 50 s by default; 5 s here, so a lost-node test sees it, with
+    /// the kubelet renewing its lease every 1.25 s).
     pub node_monitor_grace: Duration,
 }
 
@@ -246,7 +261,7 @@ impl Options {
             version: requested_version(),
             node_name: "local-node".to_owned(),
             image_cache: crate::cluster::default_image_cache(),
-            node_monitor_grace: Duration::from_secs(8),
+            node_monitor_grace: Duration::from_secs(5),
         }
     }
 }
@@ -489,9 +504,39 @@ impl KubernetesCluster {
         self.components.iter().find(|c| c.name == component).and_then(Component::pid)
     }
 
-    /// The first component that is no longer running, as an error.
+    /// The first component that is no longer running (and was not stopped on purpose with
+    /// [`KubernetesCluster::stop_component`]), as an error.
     pub fn check_running(&mut self) -> Result<(), Error> {
-        self.components.iter_mut().try_for_each(Component::check_running)
+        self.components
+            .iter_mut()
+            .filter(|c| !c.is_stopped())
+            .try_for_each(Component::check_running)
+    }
+
+    /// Stops one component (SIGTERM, SIGKILL after 5 s): a kubelet that dies, an API server that
+    /// goes away. Its containers, for the kubelet, keep running.
+    pub fn stop_component(&mut self, name: &str) -> Result<(), Error> {
+        let component = self.component_mut(name)?;
+        component.stop(Duration::from_secs(5));
+        Ok(())
+    }
+
+    /// Starts a stopped component again with its command line.
+    pub fn start_component(&mut self, name: &str) -> Result<(), Error> {
+        self.component_mut(name)?.start_again()
+    }
+
+    fn component_mut(&mut self, name: &str) -> Result<&mut Component, Error> {
+        self.components
+            .iter_mut()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::NoComponent { name: name.to_owned() })
+    }
+
+    /// Compacts etcd's history up to its current revision (physically), as its periodic
+    /// compaction does; watches from an older resourceVersion then get `410 Gone`.
+    pub async fn compact_etcd(&self) -> Result<i64, Error> {
+        components::compact_etcd(&self.etcd_url).await
     }
 
     fn spawn(

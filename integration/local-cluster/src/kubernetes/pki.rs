@@ -87,14 +87,7 @@ impl Pki {
     ) -> Result<Self, Error> {
         fs::create_dir_all(dir).map_err(|source| Error::io("create", dir, source))?;
         let ca_key = KeyPair::generate()?;
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "local-cluster-ca");
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let ca = ca_params()?;
         let ca_cert = ca.self_signed(&ca_key)?;
         let ca_files = write_pair(dir, "ca", &ca_cert.pem(), &ca_key.serialize_pem())?;
         let issuer = Issuer::new(ca, ca_key);
@@ -155,6 +148,34 @@ impl Pki {
             dir: dir.to_path_buf(),
         })
     }
+}
+
+/// The CA's parameters: the same at generation and when [`issue_client`] signs with it later.
+fn ca_params() -> Result<CertificateParams, Error> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "local-cluster-ca");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(ca)
+}
+
+/// A client certificate for `user` in `groups`, signed by the CA under `dir` (written as
+/// `<dir>/<file>.crt` and `.key`): tests run the runner as a user of their choice.
+pub(crate) fn issue_client(
+    dir: &Path,
+    file: &str,
+    user: &str,
+    groups: &[&str],
+) -> Result<CertFiles, Error> {
+    let key_path = dir.join("ca.key");
+    let pem =
+        fs::read_to_string(&key_path).map_err(|source| Error::io("read", &key_path, source))?;
+    let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(&pem)?);
+    sign(dir, file, &issuer, user, groups, &[], &[], ExtendedKeyUsagePurpose::ClientAuth)
 }
 
 #[allow(clippy::too_many_arguments)] // reason: a certificate's fields, named at each call

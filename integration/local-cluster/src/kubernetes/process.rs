@@ -24,6 +24,11 @@ pub(crate) struct Component {
     /// Its log (stdout and stderr).
     pub(crate) log: PathBuf,
     child: Option<Child>,
+    /// What [`Component::start_again`] runs.
+    program: PathBuf,
+    args: Vec<OsString>,
+    log_dir: PathBuf,
+    mount_ns: Option<u32>,
 }
 
 impl Component {
@@ -37,7 +42,11 @@ impl Component {
         mount_ns: Option<u32>,
     ) -> Result<Self, Error> {
         let log = log_dir.join(format!("{name}.log"));
-        let out = fs::File::create(&log).map_err(|source| Error::io("create", &log, source))?;
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| Error::io("create", &log, source))?;
         let err = out.try_clone().map_err(|source| Error::io("open", &log, source))?;
         let mut command = match mount_ns {
             Some(pid) => {
@@ -59,7 +68,32 @@ impl Component {
             source,
         })?;
         tracing::debug!(component = name, process.pid = child.id(), "started");
-        Ok(Self { name, command: line, log, child: Some(child) })
+        Ok(Self {
+            name,
+            command: line,
+            log,
+            child: Some(child),
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            log_dir: log_dir.to_path_buf(),
+            mount_ns,
+        })
+    }
+
+    /// Starts it again with the same command line (after [`Component::stop`]); its log goes on.
+    pub(crate) fn start_again(&mut self) -> Result<(), Error> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let again =
+            Self::spawn(self.name, &self.program, &self.args, &self.log_dir, self.mount_ns)?;
+        *self = again;
+        Ok(())
+    }
+
+    /// Whether it was stopped on purpose (and not started again).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.child.is_none()
     }
 
     /// Its PID while it runs.

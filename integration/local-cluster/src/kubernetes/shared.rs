@@ -88,6 +88,14 @@ struct AuditEvent {
     response_status: Option<ResponseStatus>,
     #[serde(default)]
     user_agent: Option<String>,
+    #[serde(default)]
+    user: Option<AuditUser>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditUser {
+    #[serde(default)]
+    username: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +121,18 @@ struct ResponseStatus {
 /// their path). A long-running request (exec, watch) is logged when its response starts and
 /// again when it completes: one record, with the latest status.
 pub fn audit_records(info: &ClusterInfo) -> Vec<RequestRecord> {
+    audit_records_where(info, |_| true)
+}
+
+/// As [`audit_records`], the requests `user` sent only.
+pub fn audit_records_of_user(info: &ClusterInfo, user: &str) -> Vec<RequestRecord> {
+    audit_records_where(info, |e| e.user.as_ref().and_then(|u| u.username.as_deref()) == Some(user))
+}
+
+fn audit_records_where(
+    info: &ClusterInfo,
+    keep: impl Fn(&AuditEvent) -> bool,
+) -> Vec<RequestRecord> {
     let Ok(file) = std::fs::File::open(&info.audit_log) else { return Vec::new() };
     let mut order: Vec<String> = Vec::new();
     let mut latest: std::collections::HashMap<String, AuditEvent> =
@@ -130,6 +150,7 @@ pub fn audit_records(info: &ClusterInfo) -> Vec<RequestRecord> {
     order
         .into_iter()
         .filter_map(|id| latest.remove(&id))
+        .filter(|event| keep(event))
         .map(|event| {
             let object = event.object_ref.unwrap_or(ObjectRef {
                 resource: None,
@@ -170,11 +191,16 @@ pub struct ApiProxy {
 }
 
 impl ApiProxy {
-    /// Starts `kubectl proxy` for `info`'s cluster and waits until it serves.
-    pub async fn start(info: &ClusterInfo) -> std::io::Result<Self> {
+    /// Starts `kubectl proxy` for `info`'s cluster, authenticated with `kubeconfig` (the
+    /// admin's when `None`), and waits until it serves.
+    pub async fn start(
+        info: &ClusterInfo,
+        kubeconfig: Option<&std::path::Path>,
+    ) -> std::io::Result<Self> {
         use tokio::io::AsyncBufReadExt as _;
+        let kubeconfig = kubeconfig.unwrap_or(&info.kubeconfig);
         let mut child = tokio::process::Command::new(info.binaries.kubernetes.join("kubectl"))
-            .arg(format!("--kubeconfig={}", info.kubeconfig.display()))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(["proxy", "--port=0", "--disable-filter=true", "--keepalive=30s"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -201,4 +227,42 @@ impl Drop for ApiProxy {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// A kubeconfig for the cluster as `user` in `groups` (a client certificate signed by the
+/// cluster's CA), for tests that run the runner as a user whose rights they grant.
+pub fn user_kubeconfig(
+    info: &ClusterInfo,
+    user: &str,
+    groups: &[&str],
+) -> Result<PathBuf, super::Error> {
+    let pki = info.dir.join("pki");
+    let file = format!("user-{}", user.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+    let cert = super::pki::issue_client(&pki, &file, user, groups)?;
+    let path = info.dir.join(format!("{file}.kubeconfig"));
+    let text = super::config::kubeconfig(&info.server, &info.ca, &cert, user);
+    std::fs::write(&path, text).map_err(|source| super::Error::io("write", &path, source))?;
+    Ok(path)
+}
+
+/// The control socket of the cluster `serve` runs in `dir`.
+pub fn control_socket(dir: &std::path::Path) -> PathBuf {
+    dir.join("control.sock")
+}
+
+/// Sends one command to the running cluster's `serve` process (`stop kubelet`, `start kubelet`,
+/// `stop kube-apiserver`, `start kube-apiserver`, `compact-etcd`) and returns its answer, which
+/// starts with `ok` when it was done. Faults from real components, for the serial fault tests.
+pub async fn control(info: &ClusterInfo, command: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let exchange = async {
+        let mut stream = tokio::net::UnixStream::connect(control_socket(&info.dir)).await?;
+        stream.write_all(format!("{command}\n").as_bytes()).await?;
+        let mut answer = String::new();
+        stream.take(64 * 1024).read_to_string(&mut answer).await?;
+        Ok(answer.trim().to_owned())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
+        .await
+        .map_err(|_| std::io::Error::other(format!("no answer to {command:?} within 60 s")))?
 }
