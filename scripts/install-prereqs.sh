@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libseccomp-dev and pkg-config build runc; util-linux gives unshare and nsenter to the cluster.
-APT_PACKAGES=(protobuf-compiler containerd runc busybox-static apparmor seccomp iproute2 git ca-certificates
+# busybox-static, git and ca-certificates make the test images; libseccomp-dev and pkg-config
+# build runc; util-linux (unshare, nsenter), iproute2 and iptables serve the cluster's node;
+# apparmor gives apparmor_parser for the profile syntax checks.
+APT_PACKAGES=(busybox-static apparmor seccomp iproute2 iptables git ca-certificates
   libseccomp-dev pkg-config util-linux curl)
 
 missing=()

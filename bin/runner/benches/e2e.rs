@@ -35,8 +35,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use podrunner_coordinator_mock::{JobState, MockCoordinator, MockJob};
-use podrunner_local_cluster::apiserver::RequestRecord;
 use podrunner_local_cluster::cluster;
+use podrunner_local_cluster::kubernetes::shared::RequestRecord;
 use podrunner_local_cluster::kubernetes::{self, ClusterInfo, KubernetesCluster, shared};
 use podrunner_local_cluster::runner_process::RunnerProcess;
 

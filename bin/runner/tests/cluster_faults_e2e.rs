@@ -1,5 +1,6 @@
 //! End to end on the real local cluster, with faults of its real components: a kubelet that
-//! dies, an API server restarted after etcd compacted its history. These change the one cluster
+//! dies, an API server restarted after etcd compacted its history (and the runner's shared pod
+//! watch across it). These change the one cluster
 //! every test shares, so `cargo xtask test` runs this file alone, after the others, one test at
 //! a time (`-j 1`); run by hand, do the same:
 //! `cargo nextest run -p podrunner --test cluster_faults_e2e -j 1`.
@@ -17,6 +18,7 @@ mod support {
     #[allow(dead_code, reason = "shared with kubernetes_e2e.rs, which uses all of it")]
     pub(crate) mod e2e_common;
 }
+use support::cut_proxy::CutProxy;
 use support::e2e::{E2e, shared_cluster};
 use support::e2e_common::{JOB_WAIT, assert_system_failure_soon, granted, no_git, save_trace};
 
@@ -173,4 +175,126 @@ async fn the_runner_sends_exactly_the_requests_the_deploy_rbac_grants() {
             .await
             .expect("delete the binding");
     }
+}
+
+async fn wait_until(
+    receiver: &mut tokio::sync::watch::Receiver<Option<k8s_openapi::api::core::v1::Pod>>,
+    present: bool,
+) {
+    tokio::time::timeout(Duration::from_secs(30), receiver.wait_for(|p| p.is_some() == present))
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the subscription did not see the pod {}", if present { "appear" } else { "go" })
+        })
+        .expect("the watch goes on");
+}
+
+/// The runner's shared pod watch when its connection is cut while a pod is deleted, etcd
+/// compacts and the API server restarts: the watch's position is gone (`410 Gone`), kube-runtime's
+/// watcher lists again, and the deleted pod (a relist brings no Delete event) is reported gone
+/// to its subscriber, while a pod still there stays seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_deleted_while_the_watch_was_cut_is_reported_gone_after_the_relist() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, PostParams};
+    let Some(info) = shared_cluster() else { return };
+    let admin = info.client().await.expect("client");
+    let namespace = shared::test_namespace(&admin, "watch").await;
+    let api = shared::ApiProxy::start(&info, None).await.expect("kubectl proxy");
+    let proxy = CutProxy::start(api.addr).await;
+    let config = podrunner_config::load_str(
+        &format!(
+            "[[runners]]\nname = \"w\"\nexecutor = \"kubernetes\"\n[runners.kubernetes]\nhost = \"http://{}\"\n",
+            proxy.addr
+        ),
+        podrunner_config::LoadOptions::default(),
+    );
+    let runner = config.config.expect("config").runners.remove(0);
+    let cluster = podrunner_executor_k8s::cluster::RunnerCluster::connect(
+        runner.kubernetes.as_ref().expect("kubernetes"),
+        std::sync::Arc::default(),
+    )
+    .await
+    .expect("connect");
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace);
+    let pod = |name: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"job": "watched"}},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "build",
+                "image": "localhost/busybox:latest", "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"]}]}
+        }))
+        .expect("pod")
+    };
+    let watch = cluster.pod_watch(&namespace, "job=watched", true);
+    let mut doomed = watch.subscribe("doomed");
+    let mut kept = watch.subscribe("kept");
+    pods.create(&PostParams::default(), &pod("doomed")).await.expect("create");
+    pods.create(&PostParams::default(), &pod("kept")).await.expect("create");
+    wait_until(&mut doomed.receiver, true).await;
+    wait_until(&mut kept.receiver, true).await;
+    let lists_before = lists_of_pods(&info, &namespace);
+
+    // The runner's connection is cut; meanwhile the pod goes, etcd compacts its history and the
+    // API server restarts (its watch cache starts from the compacted revision).
+    proxy.cut();
+    pods.delete("doomed", &DeleteParams::default().grace_period(0)).await.expect("delete");
+    let answer = shared::control(&info, "compact-etcd").await.expect("compact");
+    assert!(answer.starts_with("ok"), "{answer}");
+    for command in ["stop kube-apiserver", "start kube-apiserver"] {
+        let answer = shared::control(&info, command).await.expect("control");
+        assert!(answer.starts_with("ok"), "{command}: {answer}");
+    }
+    proxy.restore().await;
+
+    wait_until(&mut doomed.receiver, false).await;
+    assert!(kept.receiver.borrow().is_some(), "a pod that is still there stays seen");
+    let lists = lists_of_pods(&info, &namespace);
+    assert!(lists > lists_before, "the watcher listed again ({lists_before} lists, then {lists})");
+    shared::delete_namespace(&admin, &namespace).await;
+}
+
+/// How many times pods were listed in `namespace` (the watcher's lists), from the audit log.
+fn lists_of_pods(
+    info: &podrunner_local_cluster::kubernetes::ClusterInfo,
+    namespace: &str,
+) -> usize {
+    shared::audit_records(info)
+        .iter()
+        .filter(|r| r.verb == "list" && r.resource == "pods")
+        .filter(|r| r.namespace.as_deref() == Some(namespace))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)] // reason: the measured figures belong in the test output
+async fn an_api_server_without_etcd_for_6_seconds_is_waited_out_and_one_pod_is_created() {
+    let Some(e2e) = E2e::start("").await else { return };
+    control(&e2e, "stop etcd").await;
+    let started = Instant::now();
+    let handle = e2e.mock.enqueue(&no_git().script(&["echo through"]));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    control(&e2e, "start etcd").await;
+    let state = handle.wait_finished(JOB_WAIT).await;
+    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+    save_trace(&handle, &trace);
+    let records = e2e.requests();
+    let failed = records.iter().filter(|r| r.code >= 500).count();
+    println!(
+        "etcd down for 6 s: the job ended {:?} after it was queued; {failed} of the runner's requests answered 5xx",
+        started.elapsed()
+    );
+    assert_eq!(state, JobState::Success, "{trace}\n{}", e2e.runner_log());
+    assert!(trace.contains("\nthrough\n"), "{trace}");
+    let creates = |code: u16| {
+        records
+            .iter()
+            .filter(|r| r.verb == "create" && r.resource == "pods" && r.subresource.is_none())
+            .filter(|r| r.code == code)
+            .count()
+    };
+    assert_eq!(creates(201), 1, "one pod: {records:#?}");
+    assert_eq!(creates(409), 0, "no create was executed twice");
+    e2e.assert_no_pod_left().await;
+    e2e.stop().await;
 }

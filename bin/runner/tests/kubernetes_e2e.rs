@@ -6,8 +6,8 @@
 //! job log GitLab received, the final state, exit code and failure reason, that no pod is left,
 //! and from the API server's audit log, the requests the runner sent.
 //!
-//! Without a running cluster each test says SKIPPED; under `CI=true` that fails it.
-//! The few tests that still need the project's own API server are in `own_api_server_e2e.rs`.
+//! Without a running cluster each test says SKIPPED; under `CI=true` that fails it. The tests
+//! that stop or restart the cluster's components are in `cluster_faults_e2e.rs`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -508,7 +508,8 @@ async fn registry_credentials_become_an_image_pull_secret_that_is_deleted_with_t
         [("create".to_owned(), 201), ("delete".to_owned(), 200)],
         "{requests:#?}"
     );
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::all(e2e.client.clone());
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(e2e.client.clone(), &e2e.namespace);
     assert!(
         secrets.list(&ListParams::default()).await.expect("list").items.is_empty(),
         "no secret left"
@@ -626,7 +627,7 @@ async fn an_exhausted_quota_is_waited_out_and_said_once() {
         "metadata": {"name": "blocker"},
         "spec": {"restartPolicy": "Never", "containers": [
             {"name": "main", "image": "localhost/busybox:latest", "imagePullPolicy": "IfNotPresent",
-             "command": ["sleep", "4"]}
+             "command": ["sleep", "8"]}
         ]}
     }))
     .expect("pod");
@@ -1083,15 +1084,17 @@ async fn a_left_job_that_cannot_be_resumed_is_cleaned_up_in_the_namespace_its_va
         return;
     };
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(e2e.client.clone());
-    let other = serde_json::from_value(serde_json::json!({"metadata": {"name": "ci-other"}}));
+    // A name of this test's own: the cluster is shared.
+    let other_name = format!("ci-{}", e2e.namespace);
+    let other = serde_json::from_value(serde_json::json!({"metadata": {"name": other_name}}));
     namespaces.create(&PostParams::default(), &other.expect("ns")).await.expect("namespace");
     let handle = e2e.mock.enqueue(
         &no_git()
-            .variable("KUBERNETES_NAMESPACE_OVERWRITE", "ci-other")
+            .variable("KUBERNETES_NAMESPACE_OVERWRITE", &other_name)
             .script(&["echo started; sleep 300"]),
     );
     assert!(handle.wait_trace_contains(b"started\n", JOB_WAIT).await, "{}", e2e.runner_log());
-    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), "ci-other");
+    let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), &other_name);
     let job_pod = pods.list(&ListParams::default()).await.expect("list").items[0]
         .metadata
         .name
@@ -1108,7 +1111,7 @@ async fn a_left_job_that_cannot_be_resumed_is_cleaned_up_in_the_namespace_its_va
     let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
     save_trace(&handle, &trace);
     let said = format!(
-        "could not resume the job ({}: no header line) and deleted pod ci-other/{job_pod} of job {}",
+        "could not resume the job ({}: no header line) and deleted pod {other_name}/{job_pod} of job {}",
         checkpoint.display(),
         handle.id()
     );
@@ -1116,6 +1119,7 @@ async fn a_left_job_that_cannot_be_resumed_is_cleaned_up_in_the_namespace_its_va
     let update = handle.final_update().expect("final update");
     assert_eq!(update.failure_reason.as_deref(), Some("runner_system_failure"));
     e2e.assert_no_pod_left().await;
+    shared::delete_namespace(&e2e.client, &other_name).await;
     e2e.stop().await;
 }
 

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use podrunner_coordinator_mock::{JobHandle, JobState, MockCoordinator, MockJob};
-use podrunner_local_cluster::apiserver::RequestRecord;
 use podrunner_local_cluster::cluster;
+use podrunner_local_cluster::kubernetes::shared::RequestRecord;
 use podrunner_local_cluster::kubernetes::{ClusterInfo, shared};
 use podrunner_local_cluster::runner_process::RunnerProcess;
 

@@ -12,7 +12,6 @@ use kube::{Api, api::PostParams};
 use serde::Deserialize;
 
 use super::ClusterInfo;
-use crate::apiserver::RequestRecord;
 
 /// Where the shared cluster runs.
 pub fn shared_dir() -> PathBuf {
@@ -73,6 +72,26 @@ pub async fn test_namespace(client: &kube::Client, prefix: &str) -> String {
 pub async fn delete_namespace(client: &kube::Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let _ = namespaces.delete(name, &kube::api::DeleteParams::background()).await;
+}
+
+/// One request as the API server's audit log tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, … (an exec's
+    /// websocket `GET` is `get`); for a non-resource URL, the lowercase HTTP method.
+    pub verb: String,
+    /// The resource (`pods`), or the request URI of a non-resource URL (`/version`).
+    pub resource: String,
+    /// The subresource (`exec`, `status`, `eviction`), if any.
+    pub subresource: Option<String>,
+    /// The namespace, if any.
+    pub namespace: Option<String>,
+    /// The object's name, if any.
+    pub name: Option<String>,
+    /// The response's status code.
+    pub code: u16,
+    /// The client's `User-Agent` (the runner's says `podrunner/<version>`).
+    pub user_agent: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
