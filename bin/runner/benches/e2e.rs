@@ -239,6 +239,13 @@ async fn run() -> ExitCode {
     mock.set_update_interval_header(Some(1));
     let mut ok = true;
     let config_path = dir.path().join("config.toml");
+    if std::env::args().any(|a| a == "load") {
+        // `cargo bench -p podrunner --bench e2e -- load`: that phase alone (no single-job
+        // baseline, so no wall-time ratio).
+        ok &= load_phase(&cluster, &mock, &config_path, f64::NAN).await;
+        cluster.shutdown().await;
+        return if ok { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
     if std::env::args().any(|a| a == "artifacts") {
         // `cargo bench -p podrunner --bench e2e -- artifacts`: that phase alone.
         ok &= artifact_phase(&cluster, &mock, &config_path).await;
@@ -261,6 +268,23 @@ async fn run() -> ExitCode {
     let runner = start_runner(&config_path, cluster.kubeconfig_path());
     ok &= wait_all(&handles).await;
     let succeeded = handles.iter().filter(|h| h.state() == JobState::Success).count();
+    // Why the others failed: each distinct last error line, with how many jobs ended on it.
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for handle in handles.iter().filter(|h| h.state() != JobState::Success) {
+        let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
+        let last = trace
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .next_back()
+            .unwrap_or("(no error line)")
+            .chars()
+            .take(300)
+            .collect::<String>();
+        *failures.entry(last).or_default() += 1;
+    }
+    for (line, count) in &failures {
+        println!("load: {count} jobs failed with: {line}");
+    }
     let log = stop_runner(runner).await;
     let requests = cluster.requests();
     let e = events(&log);

@@ -622,6 +622,19 @@ async fn an_exhausted_quota_is_waited_out_and_said_once() {
     }))
     .expect("quota");
     quotas.create(&PostParams::default(), &quota).await.expect("create the quota");
+    // A quota is enforced once the controller-manager has computed its status.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while quotas
+        .get("ci-pods")
+        .await
+        .expect("get the quota")
+        .status
+        .and_then(|s| s.hard)
+        .is_none_or(|h| h.is_empty())
+    {
+        assert!(Instant::now() < deadline, "the quota controller never computed the quota");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let pods: Api<Pod> = Api::namespaced(e2e.client.clone(), &e2e.namespace);
     let blocker = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "blocker"},
@@ -1460,129 +1473,6 @@ async fn the_demo_runs_the_feature_requests_cases_and_prints_their_summary() {
     }
     assert_eq!(text.matches("Effective security of every container").count(), 6, "{text}");
     assert!(text.contains("everything it started is stopped"), "{text}");
-}
-
-/// API Priority and Fairness, as a busy API server applies it: a priority level with no seats
-/// that rejects, and a flow schema that sends `user`'s requests there. Deleting the flow schema
-/// ends the throttling.
-async fn throttle_user(client: &kube::Client, user: &str) {
-    use kube::api::{DynamicObject, PostParams};
-    let object = |api_version: &str, kind: &str, plural: &str, spec: serde_json::Value| {
-        let value = serde_json::json!({
-            "apiVersion": api_version, "kind": kind, "metadata": {"name": user}, "spec": spec,
-        });
-        let resource = kube::api::ApiResource {
-            group: "flowcontrol.apiserver.k8s.io".to_owned(),
-            version: "v1".to_owned(),
-            api_version: api_version.to_owned(),
-            kind: kind.to_owned(),
-            plural: plural.to_owned(),
-        };
-        let object: DynamicObject = serde_json::from_value(value).expect("object");
-        (Api::<DynamicObject>::all_with(client.clone(), &resource), object)
-    };
-    let (levels, level) = object(
-        "flowcontrol.apiserver.k8s.io/v1",
-        "PriorityLevelConfiguration",
-        "prioritylevelconfigurations",
-        serde_json::json!({"type": "Limited", "limited": {
-            "nominalConcurrencyShares": 0, "lendablePercent": 0, "borrowingLimitPercent": 0,
-            "limitResponse": {"type": "Reject"}}}),
-    );
-    levels.create(&PostParams::default(), &level).await.expect("create the priority level");
-    let (schemas, schema) = object(
-        "flowcontrol.apiserver.k8s.io/v1",
-        "FlowSchema",
-        "flowschemas",
-        serde_json::json!({
-            "priorityLevelConfiguration": {"name": user},
-            "matchingPrecedence": 200,
-            "distinguisherMethod": {"type": "ByUser"},
-            "rules": [{"subjects": [{"kind": "User", "user": {"name": user}}],
-                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"],
-                    "clusterScope": true, "namespaces": ["*"]}],
-                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}],
-        }),
-    );
-    schemas.create(&PostParams::default(), &schema).await.expect("create the flow schema");
-}
-
-/// Ends [`throttle_user`]'s throttling and removes its objects.
-async fn unthrottle_user(client: &kube::Client, user: &str) {
-    for (kind, plural) in [
-        ("FlowSchema", "flowschemas"),
-        ("PriorityLevelConfiguration", "prioritylevelconfigurations"),
-    ] {
-        let resource = kube::api::ApiResource {
-            group: "flowcontrol.apiserver.k8s.io".to_owned(),
-            version: "v1".to_owned(),
-            api_version: "flowcontrol.apiserver.k8s.io/v1".to_owned(),
-            kind: kind.to_owned(),
-            plural: plural.to_owned(),
-        };
-        let api = Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource);
-        api.delete(user, &kube::api::DeleteParams::default()).await.expect("delete");
-    }
-}
-
-/// Makes `user` a cluster admin (the tests that run the runner as another user are not about
-/// its rights); returns the binding's name.
-async fn cluster_admin(client: &kube::Client, user: &str) -> String {
-    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": user},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }))
-    .expect("binding");
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(&kube::api::PostParams::default(), &binding)
-        .await
-        .expect("create the binding");
-    user.to_owned()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::print_stdout)] // reason: the measured delay belongs in the test output
-async fn a_runner_throttled_by_priority_and_fairness_waits_out_the_429s_and_creates_one_pod() {
-    let Some(info) = shared_cluster() else { return };
-    let admin = info.client().await.expect("client");
-    let user = format!("podrunner-throttled-{}", &uuid_like());
-    let kubeconfig = shared::user_kubeconfig(&info, &user, &[]).expect("a user kubeconfig");
-    let binding = cluster_admin(&admin, &user).await;
-    throttle_user(&admin, &user).await;
-    let Some(e2e) = E2e::start_as("", kubeconfig).await else { return };
-    let started = Instant::now();
-    let handle = e2e.mock.enqueue(&no_git().script(&["echo through"]));
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let refused = shared::audit_records(&info)
-        .iter()
-        .filter(|r| r.code == 429)
-        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/")))
-        .count();
-    unthrottle_user(&admin, &user).await;
-    let state = handle.wait_finished(JOB_WAIT).await;
-    let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
-    println!("throttled for 6 s: the job ended {:?} after it was queued", started.elapsed());
-    assert_eq!(state, JobState::Success, "{trace}\n{}", e2e.runner_log());
-    assert!(trace.contains("\nthrough\n"), "{trace}");
-    assert!(refused > 0, "the API server answered the runner 429 while it was throttled");
-    assert_eq!(pod_creates(&e2e, 201), 1, "one pod");
-    assert_eq!(pod_creates(&e2e, 409), 0, "no create was executed twice");
-    e2e.assert_no_pod_left().await;
-    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone())
-        .delete(&binding, &kube::api::DeleteParams::default())
-        .await
-        .expect("delete the binding");
-    e2e.stop().await;
-}
-
-/// Eight characters that differ between test runs.
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{:08x}", nanos ^ std::process::id())
 }
 
 /// Creates `object` (JSON) through a dynamic API; a `409` (it exists, the same for every

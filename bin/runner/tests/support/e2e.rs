@@ -72,11 +72,6 @@ impl E2e {
         Self::start_full(kubernetes, behind_proxy, None).await
     }
 
-    /// As [`E2e::start`], the runner using `kubeconfig` (another user than the admin).
-    pub(crate) async fn start_as(kubernetes: &str, kubeconfig: std::path::PathBuf) -> Option<Self> {
-        Self::start_full(kubernetes, false, Some(kubeconfig)).await
-    }
-
     pub(crate) async fn start_full(
         kubernetes: &str,
         behind_proxy: bool,

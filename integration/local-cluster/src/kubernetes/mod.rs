@@ -319,7 +319,8 @@ impl ClusterInfo {
     }
 }
 
-async fn client_from(path: &Path) -> Result<kube::Client, Error> {
+/// A `kube::Client` from the kubeconfig at `path`.
+pub async fn client_from(path: &Path) -> Result<kube::Client, Error> {
     let error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Client {
         path: path.to_path_buf(),
         source,
