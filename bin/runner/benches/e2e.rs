@@ -274,8 +274,7 @@ async fn run() -> ExitCode {
         let trace = String::from_utf8_lossy(&handle.trace()).into_owned();
         let last = trace
             .lines()
-            .filter(|l| l.contains("ERROR"))
-            .next_back()
+            .rfind(|l| l.contains("ERROR"))
             .unwrap_or("(no error line)")
             .chars()
             .take(300)
