@@ -20,7 +20,9 @@ mod support {
 }
 use support::cut_proxy::CutProxy;
 use support::e2e::{E2e, shared_cluster};
-use support::e2e_common::{JOB_WAIT, assert_system_failure_soon, granted, no_git, save_trace};
+use support::e2e_common::{
+    JOB_WAIT, assert_system_failure_soon, granted, no_git, save_trace, verb_resource_pairs,
+};
 
 /// Sends `command` to the cluster's control socket and checks it was done.
 async fn control(e2e: &E2e, command: &str) {
@@ -146,17 +148,7 @@ async fn the_runner_sends_exactly_the_requests_the_deploy_rbac_grants() {
     let records = shared::audit_records_of_user(&info, &user);
     let refused: Vec<_> = records.iter().filter(|r| r.code == 403).collect();
     assert!(refused.is_empty(), "the authorizer refused the runner: {refused:#?}");
-    let mut sent: std::collections::BTreeSet<(String, String)> = records
-        .iter()
-        .filter(|r| !r.resource.starts_with('/'))
-        .map(|r| {
-            let resource = match &r.subresource {
-                Some(sub) => format!("{}/{sub}", r.resource),
-                None => r.resource.clone(),
-            };
-            (r.verb.clone(), resource)
-        })
-        .collect();
+    let mut sent = verb_resource_pairs(&records);
     // The audit log names an exec's websocket GET `get`; the authorizer also checks `create`
     // for it (AuthorizePodWebsocketUpgradeCreatePermission), which the log does not show.
     if sent.contains(&("get".to_owned(), "pods/exec".to_owned())) {

@@ -27,6 +27,7 @@ mod support {
 use support::e2e::{E2e, shared_cluster};
 use support::e2e_common::{
     JOB_WAIT, assert_system_failure_soon, granted, granted_by, no_git, save_trace, security_row,
+    verb_resource_pairs,
 };
 use support::git_http::GitServer;
 
@@ -1430,18 +1431,12 @@ fn pod_creates(e2e: &E2e, code: u16) -> usize {
 }
 
 fn sent_by_the_runner(e2e: &E2e) -> std::collections::BTreeSet<(String, String)> {
-    shared::audit_records(&e2e.info)
-        .into_iter()
-        .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/")))
-        .filter(|r| !r.resource.starts_with('/'))
-        .map(|r| {
-            let resource = match &r.subresource {
-                Some(sub) => format!("{}/{sub}", r.resource),
-                None => r.resource.clone(),
-            };
-            (r.verb, resource)
-        })
-        .collect()
+    let records = shared::audit_records(&e2e.info);
+    verb_resource_pairs(
+        records
+            .iter()
+            .filter(|r| r.user_agent.as_deref().is_some_and(|a| a.starts_with("podrunner/"))),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

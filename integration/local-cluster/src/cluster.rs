@@ -25,15 +25,7 @@ pub fn write_kubeconfig(path: &Path, server: &str) -> std::io::Result<()> {
 /// static `busybox`, `ldd` and `/usr/bin/git` (for the helper image). Every missing one is named.
 pub fn missing_prerequisites() -> Option<String> {
     let mut missing = Vec::new();
-    let is_root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !is_root {
+    if !is_root() {
         missing.push("root".to_owned());
     }
     for tool in ["busybox", "ldd"] {
@@ -45,6 +37,13 @@ pub fn missing_prerequisites() -> Option<String> {
         missing.push("/usr/bin/git".to_owned());
     }
     (!missing.is_empty()).then(|| format!("needs {}", missing.join(", ")))
+}
+
+/// Whether this process runs as root (its real uid is 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
 }
 
 fn on_path(program: &str) -> bool {

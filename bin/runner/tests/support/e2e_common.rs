@@ -78,3 +78,21 @@ pub(crate) fn granted_by(file: &str) -> std::collections::BTreeSet<(String, Stri
     }
     pairs
 }
+
+/// The `(verb, resource[/subresource])` pairs of resource requests (non-resource URLs left out),
+/// as RBAC rules name them.
+pub(crate) fn verb_resource_pairs<'a>(
+    records: impl IntoIterator<Item = &'a podrunner_local_cluster::kubernetes::shared::RequestRecord>,
+) -> std::collections::BTreeSet<(String, String)> {
+    records
+        .into_iter()
+        .filter(|r| !r.resource.starts_with('/'))
+        .map(|r| {
+            let resource = match &r.subresource {
+                Some(sub) => format!("{}/{sub}", r.resource),
+                None => r.resource.clone(),
+            };
+            (r.verb.clone(), resource)
+        })
+        .collect()
+}

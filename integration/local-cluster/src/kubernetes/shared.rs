@@ -25,7 +25,7 @@ pub fn shared_dir() -> PathBuf {
 /// names a live process. `Err` says why not (for a SKIPPED line, or a failure under `CI=true`).
 pub fn shared_cluster() -> Result<ClusterInfo, String> {
     let dir = shared_dir();
-    if !is_root() {
+    if !crate::cluster::is_root() {
         return Err("the local cluster's tests need root".to_owned());
     }
     let ready = dir.join("local-cluster.url");
@@ -43,12 +43,6 @@ pub fn shared_cluster() -> Result<ClusterInfo, String> {
             source = cause.source();
         }
         text
-    })
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
     })
 }
 
